@@ -1,0 +1,92 @@
+//! Assembles an ordercast instance: migrations, pool, schema, router, listener.
+//! `main` and the integration tests start instances the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::TokenKeys;
+use crate::config::ServeConfig;
+use crate::http::{router, AppState};
+use crate::{db, graphql};
+
+/// A bound, ready-to-run instance.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    /// Migrates the database, connects, and binds the listener (port 0 picks a free one).
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        db::migrate(&config.database)
+            .await
+            .context("applying database migrations")?;
+        let pool = db::connect(&config.database)
+            .await
+            .context("connecting to Postgres")?;
+        if config.auth.is_development_secret() {
+            tracing::warn!("signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production");
+        }
+        let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
+        let schema = graphql::build_schema(pool.clone(), &config.limits);
+        let state = AppState {
+            schema,
+            db: pool,
+            keys,
+            max_body_bytes: config.limits.max_body_bytes,
+        };
+        let router = router(state, &config.limits);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            router,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,157 @@
+//! Command line and environment configuration. Every default works against the
+//! local stack that `make stack` starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The local stack's database; `make stack` creates it.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast";
+/// The local stack's Kafka broker.
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:19092";
+/// Signing secret for development tokens only. `serve` warns loudly when it is used.
+pub const DEVELOPMENT_JWT_SECRET: &str = "ordercast-development-secret-not-for-production";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordercast",
+    version,
+    about = "Database-first live GraphQL backend for orders"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log output format.
+    #[arg(long, env = "ORDERCAST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve GraphQL over HTTP and WebSocket.
+    Serve(ServeConfig),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Insert the demo customers and products (idempotent).
+    Seed(DatabaseConfig),
+    /// Print a signed bearer token for a customer, and nothing else.
+    Token(TokenConfig),
+    /// Print the GraphQL schema (SDL) that `serve` exposes.
+    Sdl,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+    /// Upper bound of the connection pool of this instance.
+    #[arg(long, env = "ORDERCAST_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// HS256 secret that signs and verifies bearer tokens.
+    #[arg(long, env = "ORDERCAST_JWT_SECRET", default_value = DEVELOPMENT_JWT_SECRET, hide_env_values = true)]
+    pub jwt_secret: String,
+}
+
+impl AuthConfig {
+    pub fn is_development_secret(&self) -> bool {
+        self.jwt_secret == DEVELOPMENT_JWT_SECRET
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address for HTTP and WebSocket.
+    #[arg(long, env = "ORDERCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Kafka bootstrap servers carrying the Debezium change topics.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
+    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Bounds that keep one abusive request from hurting everyone else.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ORDERCAST_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deepest accepted selection set.
+    #[arg(long, env = "ORDERCAST_MAX_QUERY_DEPTH", default_value_t = 12)]
+    pub max_query_depth: usize,
+    /// Highest accepted query complexity (list fields count once per requested item).
+    #[arg(long, env = "ORDERCAST_MAX_QUERY_COMPLEXITY", default_value_t = 5_000)]
+    pub max_query_complexity: usize,
+    /// Largest `first` a connection accepts.
+    #[arg(long, env = "ORDERCAST_MAX_PAGE_SIZE", default_value_t = 100)]
+    pub max_page_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_query_depth: 12,
+            max_query_complexity: 5_000,
+            max_page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// Customer id (uuid) or email address.
+    #[arg(long)]
+    pub customer: String,
+    /// Lifetime of the token in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl: u64,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+impl TokenConfig {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_point_at_the_local_stack() {
+        let cli = Cli::try_parse_from(["ordercast", "serve"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(serve.kafka_brokers, DEFAULT_KAFKA_BROKERS);
+        assert!(serve.auth.is_development_secret());
+    }
+}

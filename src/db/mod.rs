@@ -1,0 +1,63 @@
+//! Postgres access: the pool, migrations, and the transactions behind every
+//! query and mutation.
+
+mod catalog;
+mod errors;
+mod orders;
+mod seed;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+
+pub use catalog::{find_customer, find_customer_by_email, list_products, ProductPage};
+pub use errors::{classify, rule_error, violation, Violation};
+pub use orders::{
+    add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order,
+    schedule_order, set_item_quantity, OrderCursor, OrderPage,
+};
+pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
+
+use crate::config::DatabaseConfig;
+
+/// Key of the session advisory lock that serialises migrations across instances.
+const MIGRATION_LOCK_KEY: i64 = 0x6f72_6465_7263_6173; // "ordercas"
+
+/// Opens this instance's connection pool.
+pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(config.database_url.clone());
+    options
+        .max_connections(config.db_max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging_level(log::LevelFilter::Debug);
+    Database::connect(options).await
+}
+
+/// Applies pending migrations. Several instances may start at once: a session
+/// advisory lock on a dedicated connection lets exactly one of them migrate.
+pub async fn migrate(config: &DatabaseConfig) -> Result<(), DbErr> {
+    let mut options = ConnectOptions::new(config.database_url.clone());
+    options
+        .max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .sqlx_logging_level(log::LevelFilter::Debug);
+    let connection = Database::connect(options).await?;
+    connection
+        .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .await?;
+    let result = Migrator::up(&connection, None).await;
+    let unlocked = connection
+        .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+        .await;
+    connection.close().await?;
+    result?;
+    unlocked.map(|_| ())
+}
+
+/// True when Postgres answers a trivial query.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.execute_unprepared("SELECT 1").await.is_ok()
+}

@@ -1,0 +1,116 @@
+use std::fmt;
+
+/// Stable error codes, sent to clients as `extensions.code`. Clients branch on
+/// these, so a code never changes meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadUserInput,
+    OrderCancelled,
+    InvalidTransition,
+    VersionConflict,
+    ProductUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::BadUserInput,
+        ErrorCode::OrderCancelled,
+        ErrorCode::InvalidTransition,
+        ErrorCode::VersionConflict,
+        ErrorCode::ProductUnavailable,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::BadUserInput => "BAD_USER_INPUT",
+            ErrorCode::OrderCancelled => "ORDER_CANCELLED",
+            ErrorCode::InvalidTransition => "INVALID_TRANSITION",
+            ErrorCode::VersionConflict => "VERSION_CONFLICT",
+            ErrorCode::ProductUnavailable => "PRODUCT_UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything a request for order data can fail with. Messages are written for
+/// the person using the app: they never carry SQL or internal detail.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the order is cancelled and can no longer change")]
+    OrderCancelled,
+    #[error("{0}")]
+    InvalidTransition(&'static str),
+    #[error(
+        "the order is at version {actual}, not the expected {expected}; reload it and try again"
+    )]
+    VersionConflict { expected: i64, actual: i64 },
+    #[error("the product is not available")]
+    ProductUnavailable,
+    #[error("{0}")]
+    BadInput(String),
+    #[error("the customer of this token no longer exists")]
+    UnknownCustomer,
+    /// Anything unexpected: logged in full where it happens, shown as "internal error".
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl DomainError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DomainError::NotFound(_) => ErrorCode::NotFound,
+            DomainError::OrderCancelled => ErrorCode::OrderCancelled,
+            DomainError::InvalidTransition(_) => ErrorCode::InvalidTransition,
+            DomainError::VersionConflict { .. } => ErrorCode::VersionConflict,
+            DomainError::ProductUnavailable => ErrorCode::ProductUnavailable,
+            DomainError::BadInput(_) => ErrorCode::BadUserInput,
+            DomainError::UnknownCustomer => ErrorCode::Unauthenticated,
+            DomainError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        DomainError::BadInput(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_screaming_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{s}");
+            assert!(seen.insert(s), "duplicate code {s}");
+        }
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let err = DomainError::Internal("relation \"orders\" does not exist".into());
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(err.code(), ErrorCode::Internal);
+    }
+}

@@ -1,0 +1,8 @@
+//! The vocabulary of the business: what an order looks like to a caller, and the
+//! typed errors a rule violation turns into.
+
+mod error;
+mod model;
+
+pub use error::{DomainError, ErrorCode};
+pub use model::{parse_id, CustomerId, DeliveryWindow, ItemView, OrderView};

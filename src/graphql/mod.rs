@@ -1,0 +1,61 @@
+//! The GraphQL API: schema assembly and request limits. Resolvers are thin:
+//! they authenticate, parse ids, and call `db`; rules and their errors come
+//! from Postgres and `domain`.
+
+mod context;
+mod cursor;
+mod errors;
+mod mutation;
+mod query;
+mod types;
+
+use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use sea_orm::DatabaseConnection;
+
+pub use context::RequestAuth;
+pub use errors::{error_response_body, ErrorCodes};
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+
+use crate::config::Limits;
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Page-size bound, read by the connection resolvers.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPageSize(pub u32);
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription).extension(ErrorCodes)
+}
+
+/// The served schema, with its data and limits.
+pub fn build_schema(db: DatabaseConnection, limits: &Limits) -> AppSchema {
+    builder()
+        .data(db)
+        .data(MaxPageSize(limits.max_page_size))
+        .limit_depth(limits.max_query_depth)
+        .limit_complexity(limits.max_query_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(16)
+        .finish()
+}
+
+/// The SDL that `schema.graphql` at the repository root must equal.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn checked_in_schema_matches_the_served_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == super::sdl(),
+            "schema.graphql differs from the schema ordercast serves; regenerate it with \
+             `cargo run --quiet -- sdl > schema.graphql` and review the diff"
+        );
+    }
+}

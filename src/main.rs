@@ -1,0 +1,75 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use ordercast::app::{shutdown_signal, Application};
+use ordercast::auth::TokenKeys;
+use ordercast::config::{Cli, Command, TokenConfig};
+use ordercast::{db, graphql, telemetry};
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ordercast: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(config) => {
+            let app = Application::build(config).await?;
+            tracing::info!(address = %app.local_addr(), "serving GraphQL on /graphql");
+            app.run_until(shutdown_signal()).await
+        }
+        Command::Migrate(config) => db::migrate(&config)
+            .await
+            .context("applying database migrations"),
+        Command::Seed(config) => {
+            db::migrate(&config)
+                .await
+                .context("applying database migrations")?;
+            let pool = db::connect(&config)
+                .await
+                .context("connecting to Postgres")?;
+            db::seed(&pool).await.context("seeding demo data")?;
+            eprintln!(
+                "seeded {} customers and {} products",
+                db::DEMO_CUSTOMERS.len(),
+                db::DEMO_PRODUCTS.len()
+            );
+            Ok(())
+        }
+        Command::Token(config) => {
+            println!("{}", mint_token(&config).await?);
+            Ok(())
+        }
+        Command::Sdl => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+    }
+}
+
+async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
+    let pool = db::connect(&config.database)
+        .await
+        .context("connecting to Postgres")?;
+    let customer = match Uuid::parse_str(&config.customer) {
+        Ok(id) => db::find_customer(&pool, id).await?,
+        Err(_) => db::find_customer_by_email(&pool, &config.customer).await?,
+    };
+    let customer = customer.with_context(|| {
+        format!(
+            "no customer {:?}; `ordercast seed` creates alice@example.com and bob@example.com",
+            config.customer
+        )
+    })?;
+    Ok(TokenKeys::new(&config.auth.jwt_secret).mint(customer.id, config.ttl()))
+}
