@@ -154,7 +154,15 @@ pub async fn reopen_order(
         delivery_window_end: Set(None),
         ..Default::default()
     };
-    update_order(db, customer, order_id, change, expected_version).await
+    let txn = begin(db).await?;
+    let order = lock_order(&txn, customer, order_id, expected_version).await?;
+    if order.status == OrderStatus::Open {
+        // open -> open would be a silent no-op that still bumps the version.
+        return Err(DomainError::InvalidTransition(
+            "only a scheduled order can be reopened",
+        ));
+    }
+    apply_change(txn, order_id, change).await
 }
 
 pub async fn cancel_order(
@@ -270,6 +278,14 @@ async fn update_order(
 ) -> Result<OrderView> {
     let txn = begin(db).await?;
     lock_order(&txn, customer, order_id, expected_version).await?;
+    apply_change(txn, order_id, change).await
+}
+
+async fn apply_change(
+    txn: DatabaseTransaction,
+    order_id: Uuid,
+    change: orders::ActiveModel,
+) -> Result<OrderView> {
     orders::Entity::update_many()
         .set(change)
         .filter(orders::Column::Id.eq(order_id))

@@ -1,0 +1,10 @@
+//! Integration tests of the orders API against the real Postgres of `make stack`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod invariants;
+mod limits;
+mod orders;
+mod race;

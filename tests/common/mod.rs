@@ -1,0 +1,177 @@
+//! Shared integration-test helpers: start real ordercast instances on random
+//! ports against the real stack (`make stack`), and make isolated test data.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ordercast::app::Application;
+use ordercast::auth::TokenKeys;
+use ordercast::config::{
+    AuthConfig, DatabaseConfig, Limits, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub const TEST_JWT_SECRET: &str = "ordercast-integration-test-secret";
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| DEFAULT_KAFKA_BROKERS.to_owned())
+}
+
+pub fn serve_config() -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseConfig {
+            database_url: database_url(),
+            db_max_connections: 16,
+        },
+        auth: AuthConfig {
+            jwt_secret: TEST_JWT_SECRET.to_owned(),
+        },
+        kafka_brokers: kafka_brokers(),
+        limits: Limits::default(),
+    }
+}
+
+/// One running instance, with its own pool, and a direct database handle for
+/// arranging and checking state behind the API's back.
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub db: DatabaseConnection,
+    pub keys: TokenKeys,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(serve_config()).await
+}
+
+pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
+    ordercast::telemetry::init(ordercast::config::LogFormat::Text);
+    let database = config.database.clone();
+    let app = Application::build(config)
+        .await
+        .expect("ordercast starts; is the stack up? run `make stack`");
+    let base_url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    let db = ordercast::db::connect(&DatabaseConfig {
+        db_max_connections: 4,
+        ..database
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    TestApp {
+        base_url,
+        http,
+        db,
+        keys: TokenKeys::new(TEST_JWT_SECRET),
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, customer: Uuid) -> String {
+        self.keys.mint(customer, Duration::from_secs(3600))
+    }
+
+    /// POSTs one GraphQL request; `token` is sent as a bearer token.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.base_url))
+            .json(&json!({
+                "query": query,
+                "variables": variables,
+            }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request reaches ordercast");
+        response.json().await.expect("GraphQL responses are JSON")
+    }
+
+    /// Like `graphql`, but panics unless the response has data and no errors.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self.graphql(Some(token), query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response}"
+        );
+        response["data"].clone()
+    }
+
+    pub async fn new_customer(&self) -> Uuid {
+        new_customer(&self.db).await
+    }
+
+    pub async fn new_product(&self, price_cents: i64, available: bool) -> Uuid {
+        new_product(&self.db, price_cents, available).await
+    }
+
+    /// Creates an order for `customer` through the API and returns its id.
+    pub async fn new_order(&self, token: &str) -> String {
+        let data = self
+            .ok(token, "mutation { createOrder { id } }", json!({}))
+            .await;
+        data["createOrder"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn scalar_i64(&self, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
+        scalar_i64(&self.db, sql, values).await
+    }
+}
+
+/// The `extensions.code` of the first error, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::now_v7().simple())
+}
+
+pub async fn new_customer(db: &DatabaseConnection) -> Uuid {
+    let id = Uuid::now_v7();
+    let email = format!("{}@test.example", unique("customer"));
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO customers (id, email, display_name) VALUES ($1, $2, 'Test customer')",
+        [id.into(), email.into()],
+    ))
+    .await
+    .unwrap();
+    id
+}
+
+pub async fn new_product(db: &DatabaseConnection, price_cents: i64, available: bool) -> Uuid {
+    let id = Uuid::now_v7();
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO products (id, sku, name, price_cents, available) VALUES ($1, $2, 'Test product', $3, $4)",
+        [id.into(), unique("SKU").into(), price_cents.into(), available.into()],
+    ))
+    .await
+    .unwrap();
+    id
+}
+
+pub async fn scalar_i64(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await
+        .unwrap()
+        .expect("one row");
+    row.try_get_by_index::<i64>(0).unwrap()
+}
