@@ -3,6 +3,17 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
+# Ports of the local stack; override any of them in the environment. The app,
+# the tests and the stack script all derive their endpoints from these.
+ORDERCAST_PG_PORT ?= 55432
+ORDERCAST_KAFKA_PORT ?= 19092
+ORDERCAST_KAFKA_CONTROLLER_PORT ?= 19093
+ORDERCAST_CONNECT_PORT ?= 18083
+DATABASE_URL ?= postgres://ordercast:ordercast@127.0.0.1:$(ORDERCAST_PG_PORT)/ordercast
+KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_KAFKA_PORT)
+export ORDERCAST_PG_PORT ORDERCAST_KAFKA_PORT ORDERCAST_KAFKA_CONTROLLER_PORT ORDERCAST_CONNECT_PORT
+export DATABASE_URL KAFKA_BROKERS
+
 .PHONY: help stack stack-down stack-status stack-reset run test lint
 
 help: ## List the targets
