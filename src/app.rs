@@ -26,11 +26,11 @@ impl Application {
         db::migrate(&config.database)
             .await
             .context("applying database migrations")?;
-        let pool = db::connect(&config.database)
-            .await
-            .context("connecting to Postgres")?;
+        let pool = db::connect(&config.database).await.context("connecting to Postgres")?;
         if config.auth.is_development_secret() {
-            tracing::warn!("signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production");
+            tracing::warn!(
+                "signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production"
+            );
         }
         let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
         let schema = graphql::build_schema(pool.clone(), &config.limits);

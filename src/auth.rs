@@ -2,9 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{
-    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
-};
+use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -80,19 +78,15 @@ impl TokenKeys {
             iat,
             exp,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    _ => AuthError::MalformedToken,
-                }
-            })?;
+        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            _ => AuthError::MalformedToken,
+        })?;
         let customer_id = Uuid::parse_str(&data.claims.sub).map_err(|_| AuthError::BadSubject)?;
         Ok(Caller {
             customer_id,
@@ -102,10 +96,7 @@ impl TokenKeys {
 
     /// Verifies an `Authorization` header value (`Bearer <token>`, scheme case-insensitive).
     pub fn verify_header(&self, value: &str) -> Result<Caller, AuthError> {
-        let (scheme, token) = value
-            .trim()
-            .split_once(' ')
-            .ok_or(AuthError::MalformedHeader)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::MalformedHeader)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(AuthError::MalformedHeader);
         }
@@ -129,10 +120,7 @@ mod tests {
         let keys = TokenKeys::new("secret");
         let customer = Uuid::now_v7();
         let caller = keys
-            .verify_header(&format!(
-                "Bearer {}",
-                keys.mint(customer, Duration::from_secs(60))
-            ))
+            .verify_header(&format!("Bearer {}", keys.mint(customer, Duration::from_secs(60))))
             .unwrap();
         assert_eq!(caller.customer_id, customer);
     }
@@ -147,13 +135,7 @@ mod tests {
         let expired = keys.mint_with_times(customer, now - 7200, now - 3600);
         assert_eq!(keys.verify(&expired), Err(AuthError::Expired));
         assert_eq!(keys.verify("not.a.jwt"), Err(AuthError::MalformedToken));
-        assert_eq!(
-            keys.verify_header("Basic abc"),
-            Err(AuthError::MalformedHeader)
-        );
-        assert_eq!(
-            keys.verify_header("Bearer"),
-            Err(AuthError::MalformedHeader)
-        );
+        assert_eq!(keys.verify_header("Basic abc"), Err(AuthError::MalformedHeader));
+        assert_eq!(keys.verify_header("Bearer"), Err(AuthError::MalformedHeader));
     }
 }

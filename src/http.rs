@@ -56,11 +56,7 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if db::ping(&state.db).await {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "postgres": "up" })),
-        )
-            .into_response()
+        (StatusCode::OK, Json(serde_json::json!({ "postgres": "up" }))).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -78,18 +74,10 @@ async fn graphql_post(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let message = format!(
-                "the request body is larger than {} bytes",
-                state.max_body_bytes
-            );
+            let message = format!("the request body is larger than {} bytes", state.max_body_bytes);
             return transport_error(StatusCode::PAYLOAD_TOO_LARGE, &message);
         }
-        Err(_) => {
-            return transport_error(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-            )
-        }
+        Err(_) => return transport_error(StatusCode::BAD_REQUEST, "the request body could not be read"),
     };
     let request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -103,21 +91,11 @@ async fn graphql_post(
     execute(&state, &headers, request).await
 }
 
-async fn graphql_get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let request =
-        match async_graphql::http::parse_query_string(query.as_deref().unwrap_or_default()) {
-            Ok(request) => request,
-            Err(_) => {
-                return transport_error(
-                    StatusCode::BAD_REQUEST,
-                    "the query string must carry `query=...`",
-                )
-            }
-        };
+async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(_) => return transport_error(StatusCode::BAD_REQUEST, "the query string must carry `query=...`"),
+    };
     if !is_query_operation(&request) {
         let mut response = transport_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -131,11 +109,7 @@ async fn graphql_get(
     execute(&state, &headers, request).await
 }
 
-async fn execute(
-    state: &AppState,
-    headers: &HeaderMap,
-    request: async_graphql::Request,
-) -> Response {
+async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
     let auth = request_auth(&state.keys, headers);
     Json(state.schema.execute(request.data(auth)).await).into_response()
 }
@@ -162,18 +136,12 @@ fn is_query_operation(request: &async_graphql::Request) -> bool {
     let operation = match (&document.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(operation), _) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()
-        }
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations.values().next(),
         (DocumentOperations::Multiple(_), None) => None,
     };
     operation.is_none_or(|operation| operation.node.ty == OperationType::Query)
 }
 
 fn transport_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(error_response_body(ErrorCode::BadUserInput, message)),
-    )
-        .into_response()
+    (status, Json(error_response_body(ErrorCode::BadUserInput, message))).into_response()
 }

@@ -28,16 +28,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(address = %app.local_addr(), "serving GraphQL on /graphql");
             app.run_until(shutdown_signal()).await
         }
-        Command::Migrate(config) => db::migrate(&config)
-            .await
-            .context("applying database migrations"),
+        Command::Migrate(config) => db::migrate(&config).await.context("applying database migrations"),
         Command::Seed(config) => {
-            db::migrate(&config)
-                .await
-                .context("applying database migrations")?;
-            let pool = db::connect(&config)
-                .await
-                .context("connecting to Postgres")?;
+            db::migrate(&config).await.context("applying database migrations")?;
+            let pool = db::connect(&config).await.context("connecting to Postgres")?;
             db::seed(&pool).await.context("seeding demo data")?;
             eprintln!(
                 "seeded {} customers and {} products",
@@ -58,9 +52,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
-    let pool = db::connect(&config.database)
-        .await
-        .context("connecting to Postgres")?;
+    let pool = db::connect(&config.database).await.context("connecting to Postgres")?;
     let customer = match Uuid::parse_str(&config.customer) {
         Ok(id) => db::find_customer(&pool, id).await?,
         Err(_) => db::find_customer_by_email(&pool, &config.customer).await?,

@@ -14,14 +14,8 @@ pub struct ProductPage {
     pub has_next_page: bool,
 }
 
-pub async fn find_customer(
-    db: &DatabaseConnection,
-    id: Uuid,
-) -> Result<Option<customers::Model>, DomainError> {
-    customers::Entity::find_by_id(id)
-        .one(db)
-        .await
-        .map_err(classify)
+pub async fn find_customer(db: &DatabaseConnection, id: Uuid) -> Result<Option<customers::Model>, DomainError> {
+    customers::Entity::find_by_id(id).one(db).await.map_err(classify)
 }
 
 pub async fn find_customer_by_email(

@@ -17,8 +17,7 @@ pub struct Violation {
 
 /// Extracts the SQLSTATE and constraint name, if the error came from Postgres.
 pub fn violation(err: &DbErr) -> Option<Violation> {
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err
-    else {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err else {
         return None;
     };
     let sqlx::Error::Database(db) = e.as_ref() else {
@@ -38,34 +37,22 @@ pub fn rule_error(violation: &Violation) -> Option<DomainError> {
         return None;
     }
     let error = match violation.constraint.as_deref()? {
-        "order_items_order_not_cancelled" | "orders_cancelled_is_final" => {
-            DomainError::OrderCancelled
-        }
+        "order_items_order_not_cancelled" | "orders_cancelled_is_final" => DomainError::OrderCancelled,
         "order_items_order_fkey" => DomainError::NotFound("order"),
         "order_items_product_id_fkey" => DomainError::NotFound("product"),
         "order_items_product_available" => DomainError::ProductUnavailable,
-        "order_items_quantity_range" => {
-            DomainError::bad_input("quantity must be between 1 and 999")
-        }
+        "order_items_quantity_range" => DomainError::bad_input("quantity must be between 1 and 999"),
         "order_items_unit_price_non_negative" | "products_price_non_negative" => {
             DomainError::bad_input("a price cannot be negative")
         }
-        "orders_status_transition" => DomainError::InvalidTransition(
-            "the order cannot move to that status from its current one",
-        ),
+        "orders_status_transition" => {
+            DomainError::InvalidTransition("the order cannot move to that status from its current one")
+        }
         "orders_created_open" => DomainError::InvalidTransition("a new order must be open"),
-        "orders_schedule_needs_items" => {
-            DomainError::InvalidTransition("a scheduled order needs at least one item")
-        }
-        "orders_window_in_future" => {
-            DomainError::bad_input("the delivery window must start in the future")
-        }
-        "orders_window_ordered" => {
-            DomainError::bad_input("the delivery window must end after it starts")
-        }
-        "orders_cancel_reason_length" => {
-            DomainError::bad_input("the cancel reason must be at most 500 characters")
-        }
+        "orders_schedule_needs_items" => DomainError::InvalidTransition("a scheduled order needs at least one item"),
+        "orders_window_in_future" => DomainError::bad_input("the delivery window must start in the future"),
+        "orders_window_ordered" => DomainError::bad_input("the delivery window must end after it starts"),
+        "orders_cancel_reason_length" => DomainError::bad_input("the cancel reason must be at most 500 characters"),
         "orders_customer_id_fkey" => DomainError::UnknownCustomer,
         _ => return None,
     };

@@ -14,8 +14,8 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 pub use catalog::{find_customer, find_customer_by_email, list_products, ProductPage};
 pub use errors::{classify, rule_error, violation, Violation};
 pub use orders::{
-    add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order,
-    schedule_order, set_item_quantity, OrderCursor, OrderPage,
+    add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order, schedule_order,
+    set_item_quantity, OrderCursor, OrderPage,
 };
 pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
 

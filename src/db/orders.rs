@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use entity::{order_items, orders, products, OrderStatus};
 use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -158,9 +158,7 @@ pub async fn reopen_order(
     let order = lock_order(&txn, customer, order_id, expected_version).await?;
     if order.status == OrderStatus::Open {
         // open -> open would be a silent no-op that still bumps the version.
-        return Err(DomainError::InvalidTransition(
-            "only a scheduled order can be reopened",
-        ));
+        return Err(DomainError::InvalidTransition("only a scheduled order can be reopened"));
     }
     apply_change(txn, order_id, change).await
 }
@@ -172,9 +170,7 @@ pub async fn cancel_order(
     reason: Option<String>,
     expected_version: Option<i64>,
 ) -> Result<OrderView> {
-    let reason = reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
+    let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     let change = orders::ActiveModel {
         status: Set(OrderStatus::Cancelled),
         cancel_reason: Set(reason),
@@ -184,11 +180,7 @@ pub async fn cancel_order(
 }
 
 /// The caller's order, or `None` when it does not exist or belongs to someone else.
-pub async fn find_order(
-    db: &DatabaseConnection,
-    customer: CustomerId,
-    order_id: Uuid,
-) -> Result<Option<OrderView>> {
+pub async fn find_order(db: &DatabaseConnection, customer: CustomerId, order_id: Uuid) -> Result<Option<OrderView>> {
     let order = orders::Entity::find_by_id(order_id)
         .filter(orders::Column::CustomerId.eq(customer))
         .one(db)
@@ -281,11 +273,7 @@ async fn update_order(
     apply_change(txn, order_id, change).await
 }
 
-async fn apply_change(
-    txn: DatabaseTransaction,
-    order_id: Uuid,
-    change: orders::ActiveModel,
-) -> Result<OrderView> {
+async fn apply_change(txn: DatabaseTransaction, order_id: Uuid, change: orders::ActiveModel) -> Result<OrderView> {
     orders::Entity::update_many()
         .set(change)
         .filter(orders::Column::Id.eq(order_id))
@@ -312,10 +300,7 @@ async fn finish(txn: DatabaseTransaction, order_id: Uuid) -> Result<OrderView> {
 }
 
 /// Loads the items (with their products) of several orders in one query.
-async fn with_items<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    orders: Vec<orders::Model>,
-) -> Result<Vec<OrderView>> {
+async fn with_items<C: sea_orm::ConnectionTrait>(db: &C, orders: Vec<orders::Model>) -> Result<Vec<OrderView>> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }
@@ -330,12 +315,8 @@ async fn with_items<C: sea_orm::ConnectionTrait>(
         .map_err(classify)?;
     let mut items: HashMap<Uuid, Vec<ItemView>> = HashMap::new();
     for (item, product) in rows {
-        let product = product
-            .ok_or_else(|| DomainError::Internal("order item without its product".into()))?;
-        items
-            .entry(item.order_id)
-            .or_default()
-            .push(ItemView { item, product });
+        let product = product.ok_or_else(|| DomainError::Internal("order item without its product".into()))?;
+        items.entry(item.order_id).or_default().push(ItemView { item, product });
     }
     Ok(orders
         .into_iter()

@@ -9,8 +9,7 @@ use super::classify;
 use crate::domain::DomainError;
 
 /// (email, display name)
-pub const DEMO_CUSTOMERS: [(&str, &str); 2] =
-    [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
+pub const DEMO_CUSTOMERS: [(&str, &str); 2] = [("alice@example.com", "Alice"), ("bob@example.com", "Bob")];
 
 /// (sku, name, price in cents, available)
 pub const DEMO_PRODUCTS: [(&str, &str, i64, bool); 12] = [
@@ -30,41 +29,30 @@ pub const DEMO_PRODUCTS: [(&str, &str, i64, bool); 12] = [
 
 /// Inserts the demo customers and products that are missing; never changes existing rows.
 pub async fn seed(db: &DatabaseConnection) -> Result<(), DomainError> {
-    let customers = DEMO_CUSTOMERS
-        .iter()
-        .map(|(email, name)| customers::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            email: Set((*email).to_owned()),
-            display_name: Set((*name).to_owned()),
-            ..Default::default()
-        });
+    let customers = DEMO_CUSTOMERS.iter().map(|(email, name)| customers::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set((*email).to_owned()),
+        display_name: Set((*name).to_owned()),
+        ..Default::default()
+    });
     customers::Entity::insert_many(customers)
-        .on_conflict(
-            OnConflict::column(customers::Column::Email)
-                .do_nothing()
-                .to_owned(),
-        )
+        .on_conflict(OnConflict::column(customers::Column::Email).do_nothing().to_owned())
         .exec_without_returning(db)
         .await
         .map_err(classify)?;
 
-    let products =
-        DEMO_PRODUCTS
-            .iter()
-            .map(|(sku, name, price, available)| products::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                sku: Set((*sku).to_owned()),
-                name: Set((*name).to_owned()),
-                price_cents: Set(*price),
-                available: Set(*available),
-                ..Default::default()
-            });
+    let products = DEMO_PRODUCTS
+        .iter()
+        .map(|(sku, name, price, available)| products::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            sku: Set((*sku).to_owned()),
+            name: Set((*name).to_owned()),
+            price_cents: Set(*price),
+            available: Set(*available),
+            ..Default::default()
+        });
     products::Entity::insert_many(products)
-        .on_conflict(
-            OnConflict::column(products::Column::Sku)
-                .do_nothing()
-                .to_owned(),
-        )
+        .on_conflict(OnConflict::column(products::Column::Sku).do_nothing().to_owned())
         .exec_without_returning(db)
         .await
         .map_err(classify)?;

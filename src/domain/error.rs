@@ -59,9 +59,7 @@ pub enum DomainError {
     OrderCancelled,
     #[error("{0}")]
     InvalidTransition(&'static str),
-    #[error(
-        "the order is at version {actual}, not the expected {expected}; reload it and try again"
-    )]
+    #[error("the order is at version {actual}, not the expected {expected}; reload it and try again")]
     VersionConflict { expected: i64, actual: i64 },
     #[error("the product is not available")]
     ProductUnavailable,

@@ -40,8 +40,7 @@ pub struct DeliveryWindow {
 
 /// Parses a client-supplied id; `what` names it in the error ("order id").
 pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, DomainError> {
-    Uuid::parse_str(raw.trim())
-        .map_err(|_| DomainError::bad_input(format!("{what} is not a valid id")))
+    Uuid::parse_str(raw.trim()).map_err(|_| DomainError::bad_input(format!("{what} is not a valid id")))
 }
 
 #[cfg(test)]

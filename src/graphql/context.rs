@@ -31,8 +31,7 @@ impl RequestAuth {
 }
 
 pub(crate) fn auth<'a>(ctx: &'a Context<'_>) -> &'a RequestAuth {
-    ctx.data_opt::<RequestAuth>()
-        .unwrap_or(&RequestAuth::Anonymous)
+    ctx.data_opt::<RequestAuth>().unwrap_or(&RequestAuth::Anonymous)
 }
 
 pub(crate) fn caller(ctx: &Context<'_>) -> Result<Caller, AuthError> {

@@ -43,9 +43,7 @@ pub fn decode_product(raw: &str) -> Result<String, DomainError> {
 fn decode(raw: &str, prefix: &str) -> Result<String, DomainError> {
     let bytes = URL_SAFE_NO_PAD.decode(raw.trim()).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    text.strip_prefix(prefix)
-        .map(str::to_owned)
-        .ok_or_else(invalid)
+    text.strip_prefix(prefix).map(str::to_owned).ok_or_else(invalid)
 }
 
 fn invalid() -> DomainError {
@@ -69,9 +67,6 @@ mod tests {
     fn cursors_of_another_list_or_garbage_are_rejected() {
         assert!(decode_order(&encode_product("MLK-001")).is_err());
         assert!(decode_order("%%%").is_err());
-        assert_eq!(
-            decode_product(&encode_product("MLK-001")).unwrap(),
-            "MLK-001"
-        );
+        assert_eq!(decode_product(&encode_product("MLK-001")).unwrap(), "MLK-001");
     }
 }

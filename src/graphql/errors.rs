@@ -8,9 +8,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe};
 use async_graphql::{ErrorExtensionValues, Response, ServerError};
 use futures::stream::{BoxStream, StreamExt};
 
@@ -50,11 +48,7 @@ fn with_codes(mut response: Response) -> Response {
 }
 
 fn assign_code(error: &mut ServerError) {
-    if error
-        .extensions
-        .as_ref()
-        .is_some_and(|ext| ext.get("code").is_some())
-    {
+    if error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some()) {
         return;
     }
     let code = match error.source.as_deref() {
@@ -105,10 +99,7 @@ mod tests {
             code_of(&auth.into_server_error(Default::default())),
             "\"UNAUTHENTICATED\""
         );
-        assert_eq!(
-            code_of(&ServerError::new("Unknown field", None)),
-            "\"BAD_USER_INPUT\""
-        );
+        assert_eq!(code_of(&ServerError::new("Unknown field", None)), "\"BAD_USER_INPUT\"");
         let stray: async_graphql::Error = std::fmt::Error.into();
         let mut stray = stray.into_server_error(Default::default());
         assert_eq!(code_of(&stray), "\"INTERNAL\"");

@@ -16,9 +16,7 @@ impl MutationRoot {
     /// Starts a new, empty, open order for the caller.
     async fn create_order(&self, ctx: &Context<'_>) -> Result<Order> {
         let caller = caller(ctx)?;
-        Ok(Order(
-            store::create_order(db(ctx), caller.customer_id).await?,
-        ))
+        Ok(Order(store::create_order(db(ctx), caller.customer_id).await?))
     }
 
     /// Adds a product to an open or scheduled order; adding it again raises its quantity.
@@ -113,21 +111,10 @@ impl MutationRoot {
     }
 
     /// Takes a scheduled order back to open, dropping its delivery window.
-    async fn reopen_order(
-        &self,
-        ctx: &Context<'_>,
-        order_id: ID,
-        expected_version: Option<i32>,
-    ) -> Result<Order> {
+    async fn reopen_order(&self, ctx: &Context<'_>, order_id: ID, expected_version: Option<i32>) -> Result<Order> {
         let caller = caller(ctx)?;
         let order_id = parse_id(&order_id, "order id")?;
-        let view = store::reopen_order(
-            db(ctx),
-            caller.customer_id,
-            order_id,
-            expected_version.map(i64::from),
-        )
-        .await?;
+        let view = store::reopen_order(db(ctx), caller.customer_id, order_id, expected_version.map(i64::from)).await?;
         Ok(Order(view))
     }
 

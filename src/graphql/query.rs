@@ -23,9 +23,7 @@ impl QueryRoot {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
         let caller = caller(ctx)?;
         let id = parse_id(&id, "order id")?;
-        Ok(store::find_order(db(ctx), caller.customer_id, id)
-            .await?
-            .map(Order))
+        Ok(store::find_order(db(ctx), caller.customer_id, id).await?.map(Order))
     }
 
     /// The caller's orders, newest first.
@@ -40,14 +38,7 @@ impl QueryRoot {
         let caller = caller(ctx)?;
         let first = page_size(ctx, first)?;
         let after = after.as_deref().map(cursor::decode_order).transpose()?;
-        let page = store::list_orders(
-            db(ctx),
-            caller.customer_id,
-            first,
-            after,
-            status.map(Into::into),
-        )
-        .await?;
+        let page = store::list_orders(db(ctx), caller.customer_id, first, after, status.map(Into::into)).await?;
         let mut connection = Connection::new(after.is_some(), page.has_next_page);
         connection.edges.extend(page.orders.into_iter().map(|view| {
             let cursor = cursor::encode_order(store::OrderCursor {
@@ -92,14 +83,9 @@ fn page_complexity(first: i32, child_complexity: usize) -> usize {
 }
 
 fn page_size(ctx: &Context<'_>, first: i32) -> std::result::Result<u64, DomainError> {
-    let MaxPageSize(max) = ctx
-        .data_opt::<MaxPageSize>()
-        .copied()
-        .unwrap_or(MaxPageSize(100));
+    let MaxPageSize(max) = ctx.data_opt::<MaxPageSize>().copied().unwrap_or(MaxPageSize(100));
     match u32::try_from(first) {
         Ok(n) if (1..=max).contains(&n) => Ok(u64::from(n)),
-        _ => Err(DomainError::bad_input(format!(
-            "`first` must be between 1 and {max}"
-        ))),
+        _ => Err(DomainError::bad_input(format!("`first` must be between 1 and {max}"))),
     }
 }

@@ -174,6 +174,5 @@ impl Customer {
 
 /// GraphQL `Int` is 32-bit; a version beyond it is a broken database, not bad input.
 pub fn graphql_int(value: i64) -> Result<i32, DomainError> {
-    i32::try_from(value)
-        .map_err(|_| DomainError::Internal(format!("{value} does not fit a GraphQL Int").into()))
+    i32::try_from(value).map_err(|_| DomainError::Internal(format!("{value} does not fit a GraphQL Int").into()))
 }

@@ -29,9 +29,7 @@ async fn bob_can_neither_read_change_nor_cancel_alices_order() {
         "bob sees nothing, not even that it exists: {read}"
     );
     assert!(read.get("errors").is_none());
-    let listed = app
-        .ok(&bob, "{ orders { edges { node { id } } } }", json!({}))
-        .await;
+    let listed = app.ok(&bob, "{ orders { edges { node { id } } } }", json!({})).await;
     assert_eq!(listed["orders"]["edges"], json!([]));
 
     let change = add_item(&app, &bob, &order, &product, 1).await;
@@ -47,30 +45,20 @@ async fn bob_can_neither_read_change_nor_cancel_alices_order() {
         )
         .await;
     assert_eq!(error_code(&quantity), Some("NOT_FOUND"));
-    assert_eq!(
-        version_of(&app, &order).await,
-        2,
-        "alice's order is untouched"
-    );
+    assert_eq!(version_of(&app, &order).await, 2, "alice's order is untouched");
 }
 
 #[tokio::test]
 async fn missing_malformed_forged_and_expired_tokens_are_unauthenticated() {
     let app = spawn_app().await;
     let customer = app.new_customer().await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let forged =
-        TokenKeys::new("not-the-server-secret").mint(customer, std::time::Duration::from_secs(600));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let forged = TokenKeys::new("not-the-server-secret").mint(customer, std::time::Duration::from_secs(600));
     let expired = app.keys.mint_with_times(customer, now - 7200, now - 3600);
 
     let missing = app.graphql(None, "{ me { id } }", json!({})).await;
     assert_eq!(error_code(&missing), Some("UNAUTHENTICATED"));
-    let create = app
-        .graphql(None, "mutation { createOrder { id } }", json!({}))
-        .await;
+    let create = app.graphql(None, "mutation { createOrder { id } }", json!({})).await;
     assert_eq!(error_code(&create), Some("UNAUTHENTICATED"));
 
     for (token, why) in [
@@ -91,13 +79,8 @@ async fn missing_malformed_forged_and_expired_tokens_are_unauthenticated() {
             );
         }
     }
-    let expired_message = app
-        .graphql(Some(&expired), "{ me { id } }", json!({}))
-        .await;
-    assert_eq!(
-        expired_message["errors"][0]["message"],
-        "the token has expired"
-    );
+    let expired_message = app.graphql(Some(&expired), "{ me { id } }", json!({})).await;
+    assert_eq!(expired_message["errors"][0]["message"], "the token has expired");
 
     let wrong_scheme = app
         .http

@@ -7,18 +7,10 @@ use uuid::Uuid;
 use crate::common::{new_customer, new_product, scalar_i64, spawn_app};
 use crate::orders::{add_item, cancel, version_of};
 
-async fn exec(
-    db: &impl ConnectionTrait,
-    sql: &str,
-    values: Vec<sea_orm::Value>,
-) -> Result<u64, DbErr> {
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await
-    .map(|r| r.rows_affected())
+async fn exec(db: &impl ConnectionTrait, sql: &str, values: Vec<sea_orm::Value>) -> Result<u64, DbErr> {
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await
+        .map(|r| r.rows_affected())
 }
 
 fn constraint_of(result: Result<u64, DbErr>) -> String {
@@ -68,10 +60,7 @@ async fn i2_no_item_of_a_cancelled_order_can_be_inserted_changed_or_deleted() {
         vec![order.into()],
     )
     .await;
-    assert_eq!(
-        status, 1,
-        "the cancel cascades to the item's copy of the status"
-    );
+    assert_eq!(status, 1, "the cancel cascades to the item's copy of the status");
 
     let insert = exec(
         db,
@@ -94,12 +83,7 @@ async fn i2_no_item_of_a_cancelled_order_can_be_inserted_changed_or_deleted() {
     )
     .await;
     assert_eq!(constraint_of(sneak), "order_items_order_not_cancelled");
-    let delete = exec(
-        db,
-        "DELETE FROM order_items WHERE order_id = $1",
-        vec![order.into()],
-    )
-    .await;
+    let delete = exec(db, "DELETE FROM order_items WHERE order_id = $1", vec![order.into()]).await;
     assert_eq!(constraint_of(delete), "order_items_order_not_cancelled");
     let reopen = exec(
         db,
@@ -115,10 +99,7 @@ async fn i2_no_item_of_a_cancelled_order_can_be_inserted_changed_or_deleted() {
         vec![order.into()],
     )
     .await;
-    assert_eq!(
-        quantity, 2,
-        "the cancelled order's items are exactly as they were"
-    );
+    assert_eq!(quantity, 2, "the cancelled order's items are exactly as they were");
 }
 
 #[tokio::test]
@@ -149,33 +130,23 @@ async fn i1_and_i5_references_and_bounds() {
             vec![order.into(), product.into(), quantity.into()],
         )
         .await;
-        assert_eq!(
-            constraint_of(bad),
-            "order_items_quantity_range",
-            "quantity {quantity}"
-        );
+        assert_eq!(constraint_of(bad), "order_items_quantity_range", "quantity {quantity}");
     }
-    let negative_price = exec(db, "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) VALUES ($1, $2, 1, -5)", vec![order.into(), product.into()]).await;
-    assert_eq!(
-        constraint_of(negative_price),
-        "order_items_unit_price_non_negative"
-    );
+    let negative_price = exec(
+        db,
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price_cents) VALUES ($1, $2, 1, -5)",
+        vec![order.into(), product.into()],
+    )
+    .await;
+    assert_eq!(constraint_of(negative_price), "order_items_unit_price_non_negative");
     let negative_product = exec(
         db,
         "UPDATE products SET price_cents = -1 WHERE id = $1",
         vec![product.into()],
     )
     .await;
-    assert_eq!(
-        constraint_of(negative_product),
-        "products_price_non_negative"
-    );
-    let no_customer = exec(
-        db,
-        "INSERT INTO orders (customer_id) VALUES ($1)",
-        vec![nowhere.into()],
-    )
-    .await;
+    assert_eq!(constraint_of(negative_product), "products_price_non_negative");
+    let no_customer = exec(db, "INSERT INTO orders (customer_id) VALUES ($1)", vec![nowhere.into()]).await;
     assert_eq!(constraint_of(no_customer), "orders_customer_id_fkey");
 }
 
@@ -231,7 +202,13 @@ async fn i3_status_moves_only_along_allowed_transitions() {
     )
     .await;
     assert_eq!(constraint_of(bogus), "orders_status_transition");
-    exec(db, "UPDATE orders SET status = 'open', delivery_window_start = NULL, delivery_window_end = NULL WHERE id = $1", vec![order.into()]).await.unwrap();
+    exec(
+        db,
+        "UPDATE orders SET status = 'open', delivery_window_start = NULL, delivery_window_end = NULL WHERE id = $1",
+        vec![order.into()],
+    )
+    .await
+    .unwrap();
     exec(
         db,
         "UPDATE orders SET status = 'cancelled' WHERE id = $1",
@@ -250,23 +227,12 @@ async fn i4_version_grows_by_one_per_committed_transaction() {
     let (order, _) = raw_order(db).await;
     let version = |db: &DatabaseConnection| {
         let db = db.clone();
-        async move {
-            scalar_i64(
-                &db,
-                "SELECT version FROM orders WHERE id = $1",
-                vec![order.into()],
-            )
-            .await
-        }
+        async move { scalar_i64(&db, "SELECT version FROM orders WHERE id = $1", vec![order.into()]).await }
     };
     assert_eq!(version(db).await, 1);
-    let forged = exec(
-        db,
-        "UPDATE orders SET version = 100 WHERE id = $1",
-        vec![order.into()],
-    )
-    .await
-    .unwrap();
+    let forged = exec(db, "UPDATE orders SET version = 100 WHERE id = $1", vec![order.into()])
+        .await
+        .unwrap();
     assert_eq!(forged, 1);
     assert_eq!(
         version(db).await,
@@ -360,14 +326,8 @@ async fn i4_through_the_api_a_stale_expected_version_writes_nothing() {
             json!({ "o": order, "p": product }),
         )
         .await;
-    assert_eq!(
-        stale["errors"][0]["extensions"]["code"], "VERSION_CONFLICT",
-        "{stale}"
-    );
-    assert!(stale["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("version 5"));
+    assert_eq!(stale["errors"][0]["extensions"]["code"], "VERSION_CONFLICT", "{stale}");
+    assert!(stale["errors"][0]["message"].as_str().unwrap().contains("version 5"));
     assert_eq!(version_of(&app, &order).await, 5);
     let quantity = app
         .scalar_i64(
@@ -380,8 +340,5 @@ async fn i4_through_the_api_a_stale_expected_version_writes_nothing() {
     let cancelled = cancel(&app, &token, &order).await;
     assert_eq!(cancelled["data"]["cancelOrder"]["version"], 6);
     let refused = add_item(&app, &token, &order, &product, 1).await;
-    assert_eq!(
-        refused["errors"][0]["extensions"]["code"],
-        "ORDER_CANCELLED"
-    );
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "ORDER_CANCELLED");
 }

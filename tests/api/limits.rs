@@ -71,14 +71,8 @@ async fn deep_complex_and_oversized_pages_are_refused() {
 
     let page = "orders(first: 100) { edges { node { items { product { id sku name priceCents available } quantity unitPriceCents lineTotalCents } id status version totalCents } } }";
     let aliased: String = (0..10).map(|i| format!("a{i}: {page} ")).collect();
-    let response = app
-        .graphql(Some(&token), &format!("{{ {aliased} }}"), json!({}))
-        .await;
-    assert_eq!(
-        error_code(&response),
-        Some("BAD_USER_INPUT"),
-        "too complex: {response}"
-    );
+    let response = app.graphql(Some(&token), &format!("{{ {aliased} }}"), json!({})).await;
+    assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "too complex: {response}");
 
     for first in [0, -1, 101, 100_000] {
         let response = app
@@ -94,9 +88,7 @@ async fn deep_complex_and_oversized_pages_are_refused() {
             "first: {first}: {response}"
         );
     }
-    let syntax = app
-        .graphql(Some(&token), "{ orders { edges ", json!({}))
-        .await;
+    let syntax = app.graphql(Some(&token), "{ orders { edges ", json!({})).await;
     assert_eq!(error_code(&syntax), Some("BAD_USER_INPUT"));
     let unknown = app.graphql(Some(&token), "{ secrets }", json!({})).await;
     assert_eq!(error_code(&unknown), Some("BAD_USER_INPUT"));

@@ -12,13 +12,7 @@ pub fn future_window(hours_from_now: i64) -> Value {
     json!({ "start": start.to_rfc3339(), "end": (start + chrono::Duration::hours(2)).to_rfc3339() })
 }
 
-pub async fn add_item(
-    app: &TestApp,
-    token: &str,
-    order: &str,
-    product: &str,
-    quantity: i64,
-) -> Value {
+pub async fn add_item(app: &TestApp, token: &str, order: &str, product: &str, quantity: i64) -> Value {
     app.graphql(
         Some(token),
         &format!("mutation($o: ID!, $p: ID!, $q: Int!) {{ addItem(orderId: $o, productId: $p, quantity: $q) {{ {ORDER} }} }}"),
@@ -37,11 +31,8 @@ pub async fn cancel(app: &TestApp, token: &str, order: &str) -> Value {
 }
 
 pub async fn version_of(app: &TestApp, order: &str) -> i64 {
-    app.scalar_i64(
-        "SELECT version FROM orders WHERE id = $1::uuid",
-        vec![order.into()],
-    )
-    .await
+    app.scalar_i64("SELECT version FROM orders WHERE id = $1::uuid", vec![order.into()])
+        .await
 }
 
 async fn item_count(app: &TestApp, order: &str) -> i64 {
@@ -60,11 +51,7 @@ async fn an_order_goes_through_its_whole_life() {
     let bread = app.new_product(450, true).await.to_string();
 
     let created = app
-        .ok(
-            &token,
-            &format!("mutation {{ createOrder {{ {ORDER} }} }}"),
-            json!({}),
-        )
+        .ok(&token, &format!("mutation {{ createOrder {{ {ORDER} }} }}"), json!({}))
         .await;
     let order = created["createOrder"]["id"].as_str().unwrap().to_owned();
     assert_eq!(created["createOrder"]["status"], "OPEN");
@@ -88,10 +75,7 @@ async fn an_order_goes_through_its_whole_life() {
             json!({ "o": order, "p": milk }),
         )
         .await;
-    assert_eq!(
-        set["setItemQuantity"]["items"][0]["lineTotalCents"],
-        7 * 129
-    );
+    assert_eq!(set["setItemQuantity"]["items"][0]["lineTotalCents"], 7 * 129);
     assert_eq!(set["setItemQuantity"]["version"], 5);
 
     let removed = app
@@ -125,24 +109,14 @@ async fn an_order_goes_through_its_whole_life() {
     assert!(reopened["reopenOrder"]["deliveryWindow"].is_null());
 
     let cancelled = cancel(&app, &token, &order).await;
-    assert_eq!(
-        cancelled["data"]["cancelOrder"]["status"], "CANCELLED",
-        "{cancelled}"
-    );
-    assert_eq!(
-        cancelled["data"]["cancelOrder"]["cancelReason"],
-        "changed my mind"
-    );
+    assert_eq!(cancelled["data"]["cancelOrder"]["status"], "CANCELLED", "{cancelled}");
+    assert_eq!(cancelled["data"]["cancelOrder"]["cancelReason"], "changed my mind");
     assert_eq!(cancelled["data"]["cancelOrder"]["version"], 9);
 
     let refused = add_item(&app, &token, &order, &milk, 1).await;
     assert_eq!(error_code(&refused), Some("ORDER_CANCELLED"), "{refused}");
     assert!(refused["data"].is_null());
-    assert_eq!(
-        version_of(&app, &order).await,
-        9,
-        "a refused change writes nothing"
-    );
+    assert_eq!(version_of(&app, &order).await, 9, "a refused change writes nothing");
 }
 
 #[tokio::test]
@@ -156,11 +130,7 @@ async fn add_item_errors() {
 
     for (quantity, what) in [(0, "zero"), (-1, "negative"), (1000, "too many")] {
         let response = add_item(&app, &token, &order, &product, quantity).await;
-        assert_eq!(
-            error_code(&response),
-            Some("BAD_USER_INPUT"),
-            "{what}: {response}"
-        );
+        assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "{what}: {response}");
         assert!(response["errors"][0]["message"]
             .as_str()
             .unwrap()
@@ -183,17 +153,9 @@ async fn add_item_errors() {
     assert_eq!(error_code(&response), Some("NOT_FOUND"));
     for bad_id in ["42", "", "'; DROP TABLE orders; --"] {
         let response = add_item(&app, &token, bad_id, &product, 1).await;
-        assert_eq!(
-            error_code(&response),
-            Some("BAD_USER_INPUT"),
-            "{bad_id:?}: {response}"
-        );
+        assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "{bad_id:?}: {response}");
         let response = add_item(&app, &token, &order, bad_id, 1).await;
-        assert_eq!(
-            error_code(&response),
-            Some("BAD_USER_INPUT"),
-            "{bad_id:?}: {response}"
-        );
+        assert_eq!(error_code(&response), Some("BAD_USER_INPUT"), "{bad_id:?}: {response}");
     }
     let stale = app
         .graphql(
@@ -204,11 +166,7 @@ async fn add_item_errors() {
         .await;
     assert_eq!(error_code(&stale), Some("VERSION_CONFLICT"), "{stale}");
 
-    assert_eq!(
-        version_of(&app, &order).await,
-        2,
-        "only the one good add was written"
-    );
+    assert_eq!(version_of(&app, &order).await, 2, "only the one good add was written");
     assert_eq!(item_count(&app, &order).await, 1);
     let quantity = app
         .scalar_i64(
@@ -241,14 +199,8 @@ async fn item_change_errors() {
             .await
         }
     };
-    assert_eq!(
-        error_code(&set(absent.clone(), 2, None).await),
-        Some("NOT_FOUND")
-    );
-    assert_eq!(
-        error_code(&set(product.clone(), 0, None).await),
-        Some("BAD_USER_INPUT")
-    );
+    assert_eq!(error_code(&set(absent.clone(), 2, None).await), Some("NOT_FOUND"));
+    assert_eq!(error_code(&set(product.clone(), 0, None).await), Some("BAD_USER_INPUT"));
     assert_eq!(
         error_code(&set(product.clone(), 1000, None).await),
         Some("BAD_USER_INPUT")
@@ -271,10 +223,7 @@ async fn item_change_errors() {
             .await
         }
     };
-    assert_eq!(
-        error_code(&remove(absent.clone(), None).await),
-        Some("NOT_FOUND")
-    );
+    assert_eq!(error_code(&remove(absent.clone(), None).await), Some("NOT_FOUND"));
     assert_eq!(
         error_code(&remove(product.clone(), Some(7)).await),
         Some("VERSION_CONFLICT")
@@ -328,21 +277,14 @@ async fn status_change_errors() {
         }
     };
     let empty = schedule(future_window(5), None).await;
-    assert_eq!(
-        error_code(&empty),
-        Some("INVALID_TRANSITION"),
-        "needs an item: {empty}"
-    );
+    assert_eq!(error_code(&empty), Some("INVALID_TRANSITION"), "needs an item: {empty}");
     add_item(&app, &token, &order, &product, 1).await;
 
     let past = schedule(future_window(-5), None).await;
     assert_eq!(error_code(&past), Some("BAD_USER_INPUT"), "{past}");
     let start = chrono::Utc::now() + chrono::Duration::hours(5);
     let backwards = json!({ "start": start.to_rfc3339(), "end": (start - chrono::Duration::hours(1)).to_rfc3339() });
-    assert_eq!(
-        error_code(&schedule(backwards, None).await),
-        Some("BAD_USER_INPUT")
-    );
+    assert_eq!(error_code(&schedule(backwards, None).await), Some("BAD_USER_INPUT"));
     assert_eq!(
         error_code(&schedule(json!({ "start": "tomorrow", "end": "later" }), None).await),
         Some("BAD_USER_INPUT")
@@ -382,17 +324,10 @@ async fn status_change_errors() {
         )
         .await;
     assert_eq!(error_code(&stale), Some("VERSION_CONFLICT"));
-    assert_eq!(
-        version_of(&app, &order).await,
-        2,
-        "no refused change was written"
-    );
+    assert_eq!(version_of(&app, &order).await, 2, "no refused change was written");
 
     cancel(&app, &token, &order).await;
-    assert_eq!(
-        error_code(&cancel(&app, &token, &order).await),
-        Some("ORDER_CANCELLED")
-    );
+    assert_eq!(error_code(&cancel(&app, &token, &order).await), Some("ORDER_CANCELLED"));
     assert_eq!(
         error_code(&schedule(future_window(5), None).await),
         Some("ORDER_CANCELLED")
@@ -413,9 +348,7 @@ async fn queries_list_and_page_the_callers_data() {
     let app = spawn_app().await;
     let customer = app.new_customer().await;
     let token = app.token(customer);
-    let me = app
-        .ok(&token, "{ me { id email displayName } }", json!({}))
-        .await;
+    let me = app.ok(&token, "{ me { id email displayName } }", json!({})).await;
     assert_eq!(me["me"]["id"], customer.to_string());
 
     let mut created = Vec::new();
@@ -445,9 +378,7 @@ async fn queries_list_and_page_the_callers_data() {
         if !connection["pageInfo"]["hasNextPage"].as_bool().unwrap() {
             break;
         }
-        after = connection["pageInfo"]["endCursor"]
-            .as_str()
-            .map(str::to_owned);
+        after = connection["pageInfo"]["endCursor"].as_str().map(str::to_owned);
     }
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
@@ -460,10 +391,7 @@ async fn queries_list_and_page_the_callers_data() {
         )
         .await;
     assert_eq!(cancelled["orders"]["edges"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        cancelled["orders"]["edges"][0]["node"]["id"],
-        created[0].as_str()
-    );
+    assert_eq!(cancelled["orders"]["edges"][0]["node"]["id"], created[0].as_str());
 
     let one = app
         .ok(
@@ -482,17 +410,19 @@ async fn queries_list_and_page_the_callers_data() {
         .await;
     assert!(missing["order"].is_null());
 
-    let products = app.graphql(None, "{ products(first: 3) { edges { node { sku priceCents available } } pageInfo { hasNextPage endCursor } } }", json!({})).await;
+    let products = app
+        .graphql(
+            None,
+            "{ products(first: 3) { edges { node { sku priceCents available } } pageInfo { hasNextPage endCursor } } }",
+            json!({}),
+        )
+        .await;
     assert!(
         products.get("errors").is_none(),
         "the catalogue needs no token: {products}"
     );
     let bad_cursor = app
-        .graphql(
-            None,
-            "{ products(after: \"nope\") { edges { cursor } } }",
-            json!({}),
-        )
+        .graphql(None, "{ products(after: \"nope\") { edges { cursor } } }", json!({}))
         .await;
     assert_eq!(error_code(&bad_cursor), Some("BAD_USER_INPUT"));
 }

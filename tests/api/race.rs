@@ -15,12 +15,7 @@ enum Outcome {
     RefusedAfterCancel,
 }
 
-async fn race_one(
-    first: &TestApp,
-    second: &TestApp,
-    token: &str,
-    product: &str,
-) -> (String, Value, Value) {
+async fn race_one(first: &TestApp, second: &TestApp, token: &str, product: &str) -> (String, Value, Value) {
     let order = first.new_order(token).await;
     let (added, cancelled) = tokio::join!(
         add_item(first, token, &order, product, 1),
@@ -29,13 +24,7 @@ async fn race_one(
     (order, added, cancelled)
 }
 
-async fn check(
-    app: &TestApp,
-    order: &str,
-    product: &str,
-    added: &Value,
-    cancelled: &Value,
-) -> Outcome {
+async fn check(app: &TestApp, order: &str, product: &str, added: &Value, cancelled: &Value) -> Outcome {
     assert_eq!(
         cancelled["data"]["cancelOrder"]["status"], "CANCELLED",
         "the cancel always wins eventually: {cancelled}"
@@ -54,25 +43,14 @@ async fn check(
         .await;
     assert_eq!(status, 1);
     if added.get("errors").is_none() {
-        assert_eq!(
-            items, 1,
-            "a successful add left its item in the order: {order}"
-        );
+        assert_eq!(items, 1, "a successful add left its item in the order: {order}");
         let version_at_add = added["data"]["addItem"]["version"].as_i64().unwrap();
-        let version_at_cancel = cancelled["data"]["cancelOrder"]["version"]
-            .as_i64()
-            .unwrap();
+        let version_at_cancel = cancelled["data"]["cancelOrder"]["version"].as_i64().unwrap();
         assert!(
             version_at_add < version_at_cancel,
             "the add committed before the cancel: {order}"
         );
-        assert_eq!(
-            cancelled["data"]["cancelOrder"]["items"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(cancelled["data"]["cancelOrder"]["items"].as_array().unwrap().len(), 1);
         Outcome::AddedBeforeCancel
     } else {
         assert_eq!(

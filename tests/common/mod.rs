@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use ordercast::app::Application;
 use ordercast::auth::TokenKeys;
-use ordercast::config::{
-    AuthConfig, DatabaseConfig, Limits, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
-};
+use ordercast::config::{AuthConfig, DatabaseConfig, Limits, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -84,13 +82,10 @@ impl TestApp {
 
     /// POSTs one GraphQL request; `token` is sent as a bearer token.
     pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .http
-            .post(format!("{}/graphql", self.base_url))
-            .json(&json!({
-                "query": query,
-                "variables": variables,
-            }));
+        let mut request = self.http.post(format!("{}/graphql", self.base_url)).json(&json!({
+            "query": query,
+            "variables": variables,
+        }));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -101,10 +96,7 @@ impl TestApp {
     /// Like `graphql`, but panics unless the response has data and no errors.
     pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
         let response = self.graphql(Some(token), query, variables).await;
-        assert!(
-            response.get("errors").is_none(),
-            "unexpected errors: {response}"
-        );
+        assert!(response.get("errors").is_none(), "unexpected errors: {response}");
         response["data"].clone()
     }
 
@@ -118,9 +110,7 @@ impl TestApp {
 
     /// Creates an order for `customer` through the API and returns its id.
     pub async fn new_order(&self, token: &str) -> String {
-        let data = self
-            .ok(token, "mutation { createOrder { id } }", json!({}))
-            .await;
+        let data = self.ok(token, "mutation { createOrder { id } }", json!({})).await;
         data["createOrder"]["id"].as_str().unwrap().to_owned()
     }
 
@@ -165,11 +155,7 @@ pub async fn new_product(db: &DatabaseConnection, price_cents: i64, available: b
 
 pub async fn scalar_i64(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
         .await
         .unwrap()
         .expect("one row");
