@@ -1,28 +1,36 @@
-//! Assembles an ordercast instance: migrations, pool, schema, router, listener.
-//! `main` and the integration tests start instances the same way.
+//! Assembles an ordercast instance: migrations, pool, CDC consumer, hub,
+//! schema, router, listener. `main` and the integration tests start instances
+//! the same way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
+use crate::cdc::{self, CdcConfig, CdcStatus};
 use crate::config::ServeConfig;
 use crate::http::{router, AppState};
-use crate::{db, graphql};
+use crate::live::Hub;
+use crate::{db, graphql, telemetry};
 
 /// A bound, ready-to-run instance.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     local_addr: SocketAddr,
+    hub: Arc<Hub>,
+    cdc_status: Arc<CdcStatus>,
 }
 
 impl Application {
-    /// Migrates the database, connects, and binds the listener (port 0 picks a free one).
+    /// Migrates the database, connects, starts consuming change events, and
+    /// binds the listener (port 0 picks a free one).
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        telemetry::prometheus();
         db::migrate(&config.database)
             .await
             .context("applying database migrations")?;
@@ -32,12 +40,22 @@ impl Application {
                 "signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production"
             );
         }
+        let hub = Hub::new(config.live.subscriber_queue);
+        let cdc_status = Arc::new(CdcStatus::default());
+        let cdc_config = CdcConfig {
+            versions_topic: config.live.cdc_topic.clone(),
+            heartbeat_topic: config.live.cdc_heartbeat_topic.clone(),
+            ..CdcConfig::new(&config.kafka_brokers)
+        };
+        tokio::spawn(cdc::run(cdc_config, hub.clone(), cdc_status.clone()));
+
         let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
-        let schema = graphql::build_schema(pool.clone(), &config.limits);
+        let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
         let state = AppState {
             schema,
             db: pool,
             keys,
+            cdc: cdc_status.clone(),
             max_body_bytes: config.limits.max_body_bytes,
         };
         let router = router(state, &config.limits);
@@ -49,11 +67,30 @@ impl Application {
             listener,
             router,
             local_addr,
+            hub,
+            cdc_status,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Waits until the CDC consumer is assigned to its topic, so that a
+    /// subscription started now sees every later commit. Gives up after `limit`.
+    pub async fn wait_until_live(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.cdc_status.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.

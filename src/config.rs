@@ -84,6 +84,36 @@ pub struct ServeConfig {
     pub kafka_brokers: String,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub live: LiveConfig,
+}
+
+/// The live-update path: where change events come from, how much a slow subscriber may queue.
+#[derive(Debug, Clone, Args)]
+pub struct LiveConfig {
+    /// Debezium topic of the `order_versions` table.
+    #[arg(long, env = "ORDERCAST_CDC_TOPIC", default_value = "ordercast.public.order_versions")]
+    pub cdc_topic: String,
+    /// Debezium heartbeat topic, the proof of life of the CDC pipeline.
+    #[arg(
+        long,
+        env = "ORDERCAST_CDC_HEARTBEAT_TOPIC",
+        default_value = "__debezium-heartbeat.ordercast"
+    )]
+    pub cdc_heartbeat_topic: String,
+    /// Updates queued per subscriber before it is resynced instead.
+    #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
+    pub subscriber_queue: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            cdc_topic: "ordercast.public.order_versions".to_owned(),
+            cdc_heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
+            subscriber_queue: 128,
+        }
+    }
 }
 
 /// Bounds that keep one abusive request from hurting everyone else.
@@ -146,12 +176,19 @@ mod tests {
 
     #[test]
     fn serve_defaults_point_at_the_local_stack() {
-        let cli = Cli::try_parse_from(["ordercast", "serve"]).unwrap();
-        let Command::Serve(serve) = cli.command else {
-            panic!("expected serve")
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let default_of = |id: &str| {
+            let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_default_values()[0].to_str().unwrap().to_owned()
         };
-        assert_eq!(serve.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(serve.kafka_brokers, DEFAULT_KAFKA_BROKERS);
-        assert!(serve.auth.is_development_secret());
+        assert_eq!(default_of("listen"), "127.0.0.1:8080");
+        assert_eq!(default_of("kafka_brokers"), "127.0.0.1:19092");
+        assert_eq!(
+            default_of("database_url"),
+            "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast"
+        );
+        assert_eq!(default_of("jwt_secret"), DEVELOPMENT_JWT_SECRET);
     }
 }

@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -15,11 +18,12 @@ use axum::{Json, Router};
 use sea_orm::DatabaseConnection;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::TokenKeys;
+use crate::auth::{AuthError, TokenKeys};
+use crate::cdc::CdcStatus;
 use crate::config::Limits;
-use crate::db;
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, AppSchema, RequestAuth};
+use crate::{db, telemetry};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -27,6 +31,7 @@ pub struct AppState {
     pub schema: AppSchema,
     pub db: DatabaseConnection,
     pub keys: Arc<TokenKeys>,
+    pub cdc: Arc<CdcStatus>,
     pub max_body_bytes: usize,
 }
 
@@ -36,6 +41,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -55,15 +61,29 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if db::ping(&state.db).await {
-        (StatusCode::OK, Json(serde_json::json!({ "postgres": "up" }))).into_response()
+    let postgres = db::ping(&state.db).await;
+    let cdc = state.cdc.is_ready();
+    let status = if postgres && cdc {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "postgres": "down" })),
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |up: bool| if up { "up" } else { "down" };
+    (
+        status,
+        Json(serde_json::json!({ "postgres": word(postgres), "cdc": word(cdc) })),
+    )
+        .into_response()
+}
+
+async fn metrics() -> Response {
+    let prometheus = telemetry::prometheus();
+    prometheus.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus.render(),
+    )
+        .into_response()
 }
 
 async fn graphql_post(
@@ -91,8 +111,14 @@ async fn graphql_post(
     execute(&state, &headers, request).await
 }
 
-async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or_default()) {
+/// GET serves queries from the query string, and WebSocket subscriptions by upgrade.
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if parts.headers.contains_key(header::UPGRADE) {
+        return websocket(state, &mut parts).await;
+    }
+    let query = parts.uri.query().unwrap_or_default();
+    let request = match async_graphql::http::parse_query_string(query) {
         Ok(request) => request,
         Err(_) => return transport_error(StatusCode::BAD_REQUEST, "the query string must carry `query=...`"),
     };
@@ -106,7 +132,46 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, RawQuery
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&state, &headers, request).await
+    execute(&state, &parts.headers, request).await
+}
+
+/// graphql-transport-ws, and the legacy graphql-ws of older Apollo clients.
+/// The token comes in the `connection_init` payload: `{"authorization": "Bearer ..."}`.
+async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> Response {
+    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
+        Ok(protocol) => protocol,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let keys = state.keys.clone();
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let caller = connection_caller(&keys, &payload)?;
+                    let mut data = Data::default();
+                    data.insert(RequestAuth::Authenticated(caller));
+                    Ok(data)
+                })
+                .keepalive_timeout(None)
+                .serve()
+                .await
+        })
+}
+
+/// Authenticates a WebSocket from its `connection_init` payload. Unlike HTTP,
+/// a connection without a valid token is refused outright.
+fn connection_caller(keys: &TokenKeys, payload: &serde_json::Value) -> async_graphql::Result<crate::auth::Caller> {
+    let header = ["authorization", "Authorization"]
+        .iter()
+        .find_map(|key| payload.get(key))
+        .and_then(serde_json::Value::as_str)
+        .ok_or(AuthError::Missing)?;
+    Ok(keys.verify_header(header)?)
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
@@ -122,7 +187,7 @@ pub fn request_auth(keys: &TokenKeys, headers: &HeaderMap) -> RequestAuth {
         Some(value) => match value.to_str().map(|v| keys.verify_header(v)) {
             Ok(Ok(caller)) => RequestAuth::Authenticated(caller),
             Ok(Err(reason)) => RequestAuth::Rejected(reason),
-            Err(_) => RequestAuth::Rejected(crate::auth::AuthError::MalformedHeader),
+            Err(_) => RequestAuth::Rejected(AuthError::MalformedHeader),
         },
     }
 }

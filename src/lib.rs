@@ -6,9 +6,11 @@
 
 pub mod app;
 pub mod auth;
+pub mod cdc;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod telemetry;

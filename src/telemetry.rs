@@ -14,3 +14,60 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
+
+/// Metric names, in one place so dashboards and code agree.
+pub mod metric {
+    pub const CDC_EVENTS: &str = "ordercast_cdc_events_total";
+    pub const CDC_DECODE_ERRORS: &str = "ordercast_cdc_decode_errors_total";
+    pub const CDC_CONSUMER_LAG: &str = "ordercast_cdc_consumer_lag_messages";
+    pub const CDC_OUTAGES: &str = "ordercast_cdc_outages_total";
+    pub const LIVE_SUBSCRIPTIONS: &str = "ordercast_live_subscriptions";
+    pub const LIVE_OVERFLOWS: &str = "ordercast_live_queue_overflows_total";
+    pub const LIVE_RESYNCS: &str = "ordercast_live_resyncs_total";
+    pub const LIVE_COMMIT_TO_PUSH: &str = "ordercast_live_commit_to_push_seconds";
+    pub const GRAPHQL_ERRORS: &str = "ordercast_graphql_errors_total";
+}
+
+static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        let latency_buckets = [
+            0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(metric::LIVE_COMMIT_TO_PUSH.to_owned()), &latency_buckets)
+            .expect("static buckets are valid");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may exist (tests embedding us); then ours only renders what it has.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(metric::CDC_EVENTS, "CDC records consumed, by topic");
+    describe_counter!(
+        metric::CDC_DECODE_ERRORS,
+        "CDC records that could not be decoded, by topic"
+    );
+    describe_gauge!(
+        metric::CDC_CONSUMER_LAG,
+        "Records not yet consumed, by topic and partition"
+    );
+    describe_counter!(metric::CDC_OUTAGES, "Times the CDC stream stalled or lost the broker");
+    describe_gauge!(metric::LIVE_SUBSCRIPTIONS, "Active subscriptions on this instance");
+    describe_counter!(metric::LIVE_OVERFLOWS, "Subscribers whose queue overflowed");
+    describe_counter!(metric::LIVE_RESYNCS, "Resync states sent");
+    describe_histogram!(
+        metric::LIVE_COMMIT_TO_PUSH,
+        Unit::Seconds,
+        "Postgres commit to subscription push"
+    );
+    describe_counter!(metric::GRAPHQL_ERRORS, "GraphQL errors, by code");
+}

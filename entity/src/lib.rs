@@ -3,6 +3,7 @@
 
 pub mod customers;
 pub mod order_items;
+pub mod order_versions;
 pub mod orders;
 pub mod products;
 

@@ -14,7 +14,7 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "orders")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -27,7 +27,9 @@ pub struct Model {
     /// Set by the database: 1 at creation, +1 per committed transaction that
     /// changes the order or its items.
     pub version: i64,
-    /// Set by the database: the transaction that produced `version`.
+    /// Set by the database: the transaction that produced `version`. Internal:
+    /// absent from the JSON states of `order_versions`.
+    #[serde(default)]
     pub version_xact: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_catalog;
 mod m20261125_000002_orders;
+mod m20261125_000003_order_versions;
 
 /// Applies the ordercast schema in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_catalog::Migration),
             Box::new(m20261125_000002_orders::Migration),
+            Box::new(m20261125_000003_order_versions::Migration),
         ]
     }
 }

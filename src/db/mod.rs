@@ -5,6 +5,7 @@ mod catalog;
 mod errors;
 mod orders;
 mod seed;
+mod versions;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub use orders::{
     set_item_quantity, OrderCursor, OrderPage,
 };
 pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
+pub use versions::{active_orders, order_versions_between, MAX_REPLAY};
 
 use crate::config::DatabaseConfig;
 

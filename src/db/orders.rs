@@ -300,7 +300,10 @@ async fn finish(txn: DatabaseTransaction, order_id: Uuid) -> Result<OrderView> {
 }
 
 /// Loads the items (with their products) of several orders in one query.
-async fn with_items<C: sea_orm::ConnectionTrait>(db: &C, orders: Vec<orders::Model>) -> Result<Vec<OrderView>> {
+pub(super) async fn with_items<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    orders: Vec<orders::Model>,
+) -> Result<Vec<OrderView>> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }

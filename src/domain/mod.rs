@@ -1,8 +1,10 @@
 //! The vocabulary of the business: what an order looks like to a caller, and the
 //! typed errors a rule violation turns into.
 
+mod change;
 mod error;
 mod model;
 
+pub use change::{parse_state, ChangeKind, OrderVersion};
 pub use error::{DomainError, ErrorCode};
 pub use model::{parse_id, CustomerId, DeliveryWindow, ItemView, OrderView};

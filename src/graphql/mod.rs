@@ -7,32 +7,38 @@ mod cursor;
 mod errors;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
-use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use std::sync::Arc;
+
+use async_graphql::{Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 
 pub use context::RequestAuth;
 pub use errors::{error_response_body, ErrorCodes};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
 
 use crate::config::Limits;
+use crate::live::Hub;
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Page-size bound, read by the connection resolvers.
 #[derive(Debug, Clone, Copy)]
 pub struct MaxPageSize(pub u32);
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).extension(ErrorCodes)
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).extension(ErrorCodes)
 }
 
 /// The served schema, with its data and limits.
-pub fn build_schema(db: DatabaseConnection, limits: &Limits) -> AppSchema {
+pub fn build_schema(db: DatabaseConnection, hub: Arc<Hub>, limits: &Limits) -> AppSchema {
     builder()
         .data(db)
+        .data(hub)
         .data(MaxPageSize(limits.max_page_size))
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)

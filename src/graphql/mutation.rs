@@ -16,7 +16,7 @@ impl MutationRoot {
     /// Starts a new, empty, open order for the caller.
     async fn create_order(&self, ctx: &Context<'_>) -> Result<Order> {
         let caller = caller(ctx)?;
-        Ok(Order(store::create_order(db(ctx), caller.customer_id).await?))
+        Ok(Order(store::create_order(db(ctx), caller.customer_id).await?.into()))
     }
 
     /// Adds a product to an open or scheduled order; adding it again raises its quantity.
@@ -40,7 +40,7 @@ impl MutationRoot {
             expected_version.map(i64::from),
         )
         .await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 
     /// Sets the quantity of a product already in the order (1 to 999).
@@ -64,7 +64,7 @@ impl MutationRoot {
             expected_version.map(i64::from),
         )
         .await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 
     /// Removes a product from the order. A scheduled order keeps at least one item.
@@ -86,7 +86,7 @@ impl MutationRoot {
             expected_version.map(i64::from),
         )
         .await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 
     /// Schedules delivery (or moves the window of a scheduled order). Needs at least one item.
@@ -107,7 +107,7 @@ impl MutationRoot {
             expected_version.map(i64::from),
         )
         .await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 
     /// Takes a scheduled order back to open, dropping its delivery window.
@@ -115,7 +115,7 @@ impl MutationRoot {
         let caller = caller(ctx)?;
         let order_id = parse_id(&order_id, "order id")?;
         let view = store::reopen_order(db(ctx), caller.customer_id, order_id, expected_version.map(i64::from)).await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 
     /// Cancels the order for good: afterwards no item can be added, changed or removed.
@@ -136,6 +136,6 @@ impl MutationRoot {
             expected_version.map(i64::from),
         )
         .await?;
-        Ok(Order(view))
+        Ok(Order(view.into()))
     }
 }

@@ -23,7 +23,9 @@ impl QueryRoot {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>> {
         let caller = caller(ctx)?;
         let id = parse_id(&id, "order id")?;
-        Ok(store::find_order(db(ctx), caller.customer_id, id).await?.map(Order))
+        Ok(store::find_order(db(ctx), caller.customer_id, id)
+            .await?
+            .map(|view| Order(view.into())))
     }
 
     /// The caller's orders, newest first.
@@ -45,7 +47,7 @@ impl QueryRoot {
                 created_at: view.order.created_at,
                 id: view.order.id,
             });
-            Edge::new(cursor, Order(view))
+            Edge::new(cursor, Order(view.into()))
         }));
         Ok(connection)
     }

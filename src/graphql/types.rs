@@ -1,10 +1,13 @@
 //! GraphQL object types over the domain views.
 
+use std::sync::Arc;
+
 use async_graphql::{Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use entity::{customers, products};
 
-use crate::domain::{DeliveryWindow as DomainWindow, DomainError, ItemView, OrderView};
+use crate::domain::{ChangeKind, DeliveryWindow as DomainWindow, DomainError, ItemView, OrderView};
+use crate::live::Update;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(name = "OrderStatus")]
@@ -57,7 +60,8 @@ impl From<DeliveryWindowInput> for DomainWindow {
     }
 }
 
-pub struct Order(pub OrderView);
+/// Shared, because one committed state goes to many subscribers.
+pub struct Order(pub Arc<OrderView>);
 
 /// A customer's order and its items, as of `version`.
 #[Object]
@@ -175,4 +179,65 @@ impl Customer {
 /// GraphQL `Int` is 32-bit; a version beyond it is a broken database, not bad input.
 pub fn graphql_int(value: i64) -> Result<i32, DomainError> {
     i32::try_from(value).map_err(|_| DomainError::Internal(format!("{value} does not fit a GraphQL Int").into()))
+}
+
+/// What a live update changed.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderChange {
+    /// Not a change: the state a subscription starts from (or resyncs to).
+    Snapshot,
+    Created,
+    ItemAdded,
+    ItemChanged,
+    ItemRemoved,
+    Scheduled,
+    Reopened,
+    Cancelled,
+    /// A change none of the others describe, e.g. made with SQL by another service.
+    Updated,
+}
+
+impl From<ChangeKind> for OrderChange {
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::Snapshot => OrderChange::Snapshot,
+            ChangeKind::Created => OrderChange::Created,
+            ChangeKind::ItemAdded => OrderChange::ItemAdded,
+            ChangeKind::ItemChanged => OrderChange::ItemChanged,
+            ChangeKind::ItemRemoved => OrderChange::ItemRemoved,
+            ChangeKind::Scheduled => OrderChange::Scheduled,
+            ChangeKind::Reopened => OrderChange::Reopened,
+            ChangeKind::Cancelled => OrderChange::Cancelled,
+            ChangeKind::Updated => OrderChange::Updated,
+        }
+    }
+}
+
+pub struct OrderUpdate(pub Update);
+
+/// A committed state of an order, pushed live.
+#[Object]
+impl OrderUpdate {
+    async fn order(&self) -> Order {
+        Order(self.0.version.view.clone())
+    }
+
+    async fn version(&self) -> Result<i32, DomainError> {
+        graphql_int(self.0.version.version)
+    }
+
+    async fn change(&self) -> OrderChange {
+        if self.0.resync {
+            OrderChange::Snapshot
+        } else {
+            self.0.version.change.into()
+        }
+    }
+
+    /// True when this state replaces what the subscriber expected next, because
+    /// continuity could not be proven (slow reader, CDC outage, lost history).
+    /// Treat it like a snapshot.
+    async fn resync(&self) -> bool {
+        self.0.resync
+    }
 }

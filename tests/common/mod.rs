@@ -6,10 +6,14 @@ use std::time::Duration;
 
 use ordercast::app::Application;
 use ordercast::auth::TokenKeys;
-use ordercast::config::{AuthConfig, DatabaseConfig, Limits, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS};
+use ordercast::config::{
+    AuthConfig, DatabaseConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+pub mod ws;
 
 pub const TEST_JWT_SECRET: &str = "ordercast-integration-test-secret";
 
@@ -33,6 +37,7 @@ pub fn serve_config() -> ServeConfig {
         },
         kafka_brokers: kafka_brokers(),
         limits: Limits::default(),
+        live: LiveConfig::default(),
     }
 }
 

@@ -1,0 +1,239 @@
+//! The fan-out hub. The CDC consumer publishes each committed order version
+//! once; the hub hands an `Arc` of it to every interested subscriber's bounded
+//! queue with `try_send`, so a slow subscriber never delays anyone: when its
+//! queue is full it is marked lagged and later catches up with a resync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::domain::OrderVersion;
+use crate::telemetry::metric;
+
+/// What a subscriber's queue carries.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Version(Arc<OrderVersion>),
+    /// Wake-up after the hub marked the subscriber lagged (queue overflow or a
+    /// CDC outage): its continuity can no longer be proven.
+    Resync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Route {
+    Order(Uuid),
+    Customer(Uuid),
+}
+
+struct Slot {
+    tx: mpsc::Sender<Delivery>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn deliver(&self, delivery: Delivery) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(delivery) {
+            if !self.lagged.swap(true, Ordering::AcqRel) {
+                metrics::counter!(metric::LIVE_OVERFLOWS).increment(1);
+            }
+        }
+    }
+}
+
+/// Routes committed order versions to subscribers. One per instance.
+pub struct Hub {
+    routes: Mutex<HashMap<Route, HashMap<u64, Slot>>>,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+}
+
+impl Hub {
+    /// `queue_capacity` bounds each subscriber's backlog.
+    pub fn new(queue_capacity: usize) -> Arc<Self> {
+        Arc::new(Hub {
+            routes: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            queue_capacity: queue_capacity.max(1),
+        })
+    }
+
+    /// Receives every version of one order from now on.
+    pub fn watch_order(self: &Arc<Self>, order_id: Uuid) -> Subscription {
+        self.watch(Route::Order(order_id))
+    }
+
+    /// Receives every version of every order of one customer from now on.
+    pub fn watch_customer(self: &Arc<Self>, customer_id: Uuid) -> Subscription {
+        self.watch(Route::Customer(customer_id))
+    }
+
+    fn watch(self: &Arc<Self>, route: Route) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().entry(route).or_default().insert(
+            id,
+            Slot {
+                tx,
+                lagged: lagged.clone(),
+            },
+        );
+        metrics::gauge!(metric::LIVE_SUBSCRIPTIONS).increment(1.0);
+        Subscription {
+            hub: self.clone(),
+            route,
+            id,
+            rx,
+            lagged,
+        }
+    }
+
+    /// Hands one committed version to the subscribers of its order and of its customer.
+    pub fn publish(&self, version: OrderVersion) {
+        let version = Arc::new(version);
+        let routes = self.lock();
+        for route in [Route::Order(version.order_id), Route::Customer(version.customer_id)] {
+            for slot in routes.get(&route).into_iter().flat_map(HashMap::values) {
+                slot.deliver(Delivery::Version(version.clone()));
+            }
+        }
+    }
+
+    /// Marks every subscriber lagged: each reloads its state from Postgres.
+    pub fn resync_all(&self) {
+        let routes = self.lock();
+        for slot in routes.values().flat_map(HashMap::values) {
+            slot.lagged.store(true, Ordering::Release);
+            slot.deliver(Delivery::Resync);
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    fn remove(&self, route: Route, id: u64) {
+        let mut routes = self.lock();
+        if let Some(slots) = routes.get_mut(&route) {
+            slots.remove(&id);
+            if slots.is_empty() {
+                routes.remove(&route);
+            }
+        }
+        metrics::gauge!(metric::LIVE_SUBSCRIPTIONS).decrement(1.0);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, HashMap<u64, Slot>>> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A subscriber's end of the hub; unregisters itself when dropped.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    route: Route,
+    id: u64,
+    rx: mpsc::Receiver<Delivery>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// True once after the hub dropped something for this subscriber; the
+    /// queue is then emptied, as the caller reloads the state anyway.
+    pub fn take_lagged(&mut self) -> bool {
+        if !self.lagged.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        while self.rx.try_recv().is_ok() {}
+        true
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.remove(self.route, self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ChangeKind, OrderView};
+
+    fn version(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
+        let now = chrono::Utc::now();
+        let order = entity::orders::Model {
+            id: order_id,
+            customer_id,
+            status: entity::OrderStatus::Open,
+            delivery_window_start: None,
+            delivery_window_end: None,
+            cancel_reason: None,
+            version,
+            version_xact: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        OrderVersion {
+            order_id,
+            customer_id,
+            version,
+            change: ChangeKind::Updated,
+            view: OrderView {
+                order,
+                items: Vec::new(),
+            }
+            .into(),
+            committed_at_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_reach_order_and_customer_subscribers_only() {
+        let hub = Hub::new(8);
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut by_order = hub.watch_order(order);
+        let mut by_customer = hub.watch_customer(customer);
+        let mut other = hub.watch_order(Uuid::now_v7());
+        hub.publish(version(order, customer, 2));
+        assert!(matches!(by_order.recv().await, Some(Delivery::Version(v)) if v.version == 2));
+        assert!(matches!(by_customer.recv().await, Some(Delivery::Version(v)) if v.version == 2));
+        assert!(other.rx.try_recv().is_err());
+        assert_eq!(hub.subscriber_count(), 3);
+        drop(other);
+        assert_eq!(hub.subscriber_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_only_that_subscriber_lagged() {
+        let hub = Hub::new(2);
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut slow = hub.watch_order(order);
+        let mut fast = hub.watch_order(order);
+        for v in 1..=5 {
+            hub.publish(version(order, customer, v));
+            assert!(matches!(fast.recv().await, Some(Delivery::Version(got)) if got.version == v));
+        }
+        assert!(!fast.take_lagged());
+        assert!(slow.take_lagged(), "the slow one overflowed");
+        assert!(slow.rx.try_recv().is_err(), "its stale backlog is dropped");
+        assert!(!slow.take_lagged(), "reported once");
+    }
+
+    #[tokio::test]
+    async fn resync_all_wakes_every_subscriber() {
+        let hub = Hub::new(4);
+        let mut a = hub.watch_order(Uuid::now_v7());
+        let mut b = hub.watch_customer(Uuid::now_v7());
+        hub.resync_all();
+        assert!(matches!(a.recv().await, Some(Delivery::Resync)));
+        assert!(a.lagged.load(Ordering::Acquire) && b.take_lagged());
+    }
+}

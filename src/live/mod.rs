@@ -1,0 +1,9 @@
+//! Live order updates: the fan-out hub that routes committed versions to the
+//! subscribers of each order and of each customer, and the subscription
+//! streams that turn them into an exact, ordered, gap-free sequence.
+
+mod hub;
+mod stream;
+
+pub use hub::{Delivery, Hub, Subscription};
+pub use stream::{my_order_updates, order_updates, LiveError, Update};

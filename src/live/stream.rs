@@ -1,0 +1,224 @@
+//! Subscription streams. Each registers with the hub *before* it reads its
+//! starting state from Postgres, so every version committed after that read
+//! is already on its way through the queue: there is no window in which a
+//! change can be missed. Versions at or below what was sent are dropped
+//! (CDC redeliveries), a version above the next expected one is a gap that is
+//! filled from `order_versions`, and a lagged subscriber reloads its state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use super::hub::{Delivery, Hub};
+use crate::auth::{AuthError, Caller};
+use crate::db;
+use crate::domain::{DomainError, OrderVersion};
+use crate::telemetry::metric;
+
+/// One message of a subscription: a committed state of an order.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub version: Arc<OrderVersion>,
+    /// True when this state replaces whatever the subscriber expected next,
+    /// because continuity could not be proven (overflow, outage, lost history).
+    pub resync: bool,
+}
+
+impl Update {
+    fn live(version: Arc<OrderVersion>) -> Self {
+        Update { version, resync: false }
+    }
+
+    fn snapshot(view: crate::domain::OrderView, resync: bool) -> Self {
+        Update {
+            version: Arc::new(OrderVersion::snapshot(view)),
+            resync,
+        }
+    }
+}
+
+/// Why a subscription ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Updates of one order: a SNAPSHOT (or, with `after_version`, the versions
+/// missed since), then every committed version in order.
+pub fn order_updates(
+    db: DatabaseConnection,
+    hub: Arc<Hub>,
+    caller: Caller,
+    order_id: Uuid,
+    after_version: Option<i64>,
+) -> impl Stream<Item = Result<Update, LiveError>> {
+    async_stream::stream! {
+        let mut subscription = hub.watch_order(order_id);
+        let current = match db::find_order(&db, caller.customer_id, order_id).await {
+            Ok(Some(view)) => view,
+            Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
+            Err(error) => { yield Err(error.into()); return; }
+        };
+        let mut tracker = VersionTracker::default();
+        for update in resume(&db, current, after_version).await {
+            tracker.sent(&update);
+            yield Ok(update);
+        }
+        let expiry = tokio::time::sleep_until(until(caller.expires_at));
+        tokio::pin!(expiry);
+        loop {
+            let delivery = tokio::select! {
+                delivery = subscription.recv() => delivery,
+                () = &mut expiry => { yield Err(AuthError::Expired.into()); return; }
+            };
+            let Some(delivery) = delivery else { return };
+            if subscription.take_lagged() {
+                metrics::counter!(metric::LIVE_RESYNCS).increment(1);
+                match db::find_order(&db, caller.customer_id, order_id).await {
+                    Ok(Some(view)) => {
+                        let update = Update::snapshot(view, true);
+                        tracker.sent(&update);
+                        yield Ok(update);
+                    }
+                    Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
+                    Err(error) => { yield Err(error.into()); return; }
+                }
+                continue;
+            }
+            if let Delivery::Version(version) = delivery {
+                for update in tracker.accept(&db, version).await {
+                    yield Ok(update);
+                }
+            }
+        }
+    }
+}
+
+/// Updates of every order of the caller: a SNAPSHOT of each open or scheduled
+/// order, then every committed version of any of their orders, new ones included.
+pub fn my_order_updates(
+    db: DatabaseConnection,
+    hub: Arc<Hub>,
+    caller: Caller,
+) -> impl Stream<Item = Result<Update, LiveError>> {
+    async_stream::stream! {
+        let mut subscription = hub.watch_customer(caller.customer_id);
+        let mut tracker = VersionTracker::default();
+        match db::active_orders(&db, caller.customer_id).await {
+            Ok(views) => for view in views {
+                let update = Update::snapshot(view, false);
+                tracker.sent(&update);
+                yield Ok(update);
+            },
+            Err(error) => { yield Err(error.into()); return; }
+        }
+        let expiry = tokio::time::sleep_until(until(caller.expires_at));
+        tokio::pin!(expiry);
+        loop {
+            let delivery = tokio::select! {
+                delivery = subscription.recv() => delivery,
+                () = &mut expiry => { yield Err(AuthError::Expired.into()); return; }
+            };
+            let Some(delivery) = delivery else { return };
+            if subscription.take_lagged() {
+                metrics::counter!(metric::LIVE_RESYNCS).increment(1);
+                match db::active_orders(&db, caller.customer_id).await {
+                    Ok(views) => for view in views {
+                        let update = Update::snapshot(view, true);
+                        tracker.sent(&update);
+                        yield Ok(update);
+                    },
+                    Err(error) => { yield Err(error.into()); return; }
+                }
+                continue;
+            }
+            if let Delivery::Version(version) = delivery {
+                for update in tracker.accept(&db, version).await {
+                    yield Ok(update);
+                }
+            }
+        }
+    }
+}
+
+/// The first messages of an order subscription.
+async fn resume(db: &DatabaseConnection, current: crate::domain::OrderView, after: Option<i64>) -> Vec<Update> {
+    let now = current.order.version;
+    match after {
+        None => vec![Update::snapshot(current, false)],
+        Some(after) if after == now => Vec::new(),
+        Some(after) if after < now => match db::order_versions_between(db, current.order.id, after, now).await {
+            Ok(missed) if is_contiguous(&missed, after, now) => {
+                missed.into_iter().map(|v| Update::live(Arc::new(v))).collect()
+            }
+            _ => vec![Update::snapshot(current, true)],
+        },
+        Some(_) => vec![Update::snapshot(current, true)],
+    }
+}
+
+fn is_contiguous(versions: &[OrderVersion], after: i64, up_to: i64) -> bool {
+    versions.len() as i64 == up_to - after
+        && versions
+            .iter()
+            .zip(after + 1..)
+            .all(|(v, expected)| v.version == expected)
+}
+
+/// The last version sent per order; decides what a delivered version means.
+#[derive(Default)]
+struct VersionTracker {
+    last_sent: HashMap<Uuid, i64>,
+}
+
+impl VersionTracker {
+    fn sent(&mut self, update: &Update) {
+        self.last_sent.insert(update.version.order_id, update.version.version);
+    }
+
+    /// What to send for a delivered version: nothing (already sent), it, or
+    /// the versions of a gap followed by it. A gap whose history is gone is
+    /// skipped with a resync: the delivered state is whole and newer.
+    async fn accept(&mut self, db: &DatabaseConnection, version: Arc<OrderVersion>) -> Vec<Update> {
+        let last = self.last_sent.get(&version.order_id).copied();
+        let mut updates = Vec::new();
+        match last {
+            Some(last) if version.version <= last => return updates,
+            Some(last) if version.version > last + 1 => {
+                let missed = db::order_versions_between(db, version.order_id, last, version.version - 1).await;
+                match missed {
+                    Ok(missed) if is_contiguous(&missed, last, version.version - 1) => {
+                        updates.extend(missed.into_iter().map(|v| Update::live(Arc::new(v))));
+                        updates.push(Update::live(version));
+                    }
+                    _ => updates.push(Update { version, resync: true }),
+                }
+            }
+            _ => updates.push(Update::live(version)),
+        }
+        for update in &updates {
+            self.sent(update);
+            record_push_latency(&update.version);
+        }
+        updates
+    }
+}
+
+fn record_push_latency(version: &OrderVersion) {
+    if let Some(committed_at_ms) = version.committed_at_ms {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        metrics::histogram!(metric::LIVE_COMMIT_TO_PUSH).record((now_ms - committed_at_ms).max(0) as f64 / 1000.0);
+    }
+}
+
+fn until(expires_at: SystemTime) -> tokio::time::Instant {
+    let left = expires_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left
+}
