@@ -43,7 +43,8 @@ impl CdcConfig {
     }
 }
 
-/// What `/readyz` reports about the CDC stream.
+/// What `/readyz` reports about the CDC stream. `assigned` means the start
+/// offsets are fixed: every commit from then on will be consumed.
 #[derive(Debug, Default)]
 pub struct CdcStatus {
     assigned: AtomicBool,
@@ -51,7 +52,7 @@ pub struct CdcStatus {
 }
 
 impl CdcStatus {
-    /// Assigned to the versions topic and not in an outage.
+    /// Start offsets fixed and no outage.
     pub fn is_ready(&self) -> bool {
         self.assigned.load(Ordering::Acquire) && !self.outage.load(Ordering::Acquire)
     }
@@ -157,13 +158,13 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                 }
             },
             _ = metadata_tick.tick() => {
-                let added = assign_new_partitions(&consumer, config, &mut assigned, first_look).await?;
-                first_look = false;
-                let versions_assigned = assigned.iter().any(|(topic, _)| *topic == config.versions_topic);
-                if added && versions_assigned && !status.assigned.swap(true, Ordering::AcqRel) {
-                    // Subscriptions started before this point may have read their
-                    // state before our start offsets were fixed: reload them.
-                    hub.resync_all();
+                if assign_new_partitions(&consumer, config, &mut assigned, first_look).await? {
+                    first_look = false;
+                    if !status.assigned.swap(true, Ordering::AcqRel) {
+                        // Start offsets are fixed now. A subscription that read its
+                        // state before this point may have missed a commit: reload it.
+                        hub.resync_all();
+                    }
                 }
                 let heartbeats_expected = assigned.iter().any(|(topic, _)| *topic == config.heartbeat_topic);
                 if heartbeats_expected && last_record.elapsed() > config.stall_after {
@@ -174,9 +175,10 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
     }
 }
 
-/// Assigns partitions not assigned yet. On the first look, existing partitions
-/// start at their current end (concrete offsets, so "from now" is well defined);
-/// partitions that appear later start at their beginning: all of it is new.
+/// Assigns partitions not assigned yet; false when Kafka could not be asked.
+/// On the first look, existing partitions start at their current end (concrete
+/// offsets, so "from now" is well defined); a topic or partition that appears
+/// later starts at its beginning, since all of it is newer than our start.
 async fn assign_new_partitions(
     consumer: &Arc<CdcConsumer>,
     config: &CdcConfig,
@@ -187,9 +189,12 @@ async fn assign_new_partitions(
     for topic in [&config.versions_topic, &config.heartbeat_topic] {
         let lookup = consumer.clone();
         let name = topic.clone();
-        let partitions = tokio::task::spawn_blocking(move || partitions_of(&lookup, &name))
+        let Some(partitions) = tokio::task::spawn_blocking(move || partitions_of(&lookup, &name))
             .await
-            .map_err(|_| KafkaError::Canceled)?;
+            .map_err(|_| KafkaError::Canceled)?
+        else {
+            return Ok(false);
+        };
         let fresh: Vec<i32> = partitions
             .into_iter()
             .filter(|p| !assigned.contains(&(topic.clone(), *p)))
@@ -212,22 +217,21 @@ async fn assign_new_partitions(
             tracing::info!(topic, partition, ?offset, "consuming change events");
         }
     }
-    if additions.count() == 0 {
-        return Ok(false);
+    if additions.count() > 0 {
+        consumer.incremental_assign(&additions)?;
     }
-    consumer.incremental_assign(&additions)?;
     Ok(true)
 }
 
-/// The partitions of a topic; none when it does not exist (yet) or Kafka is unreachable.
-fn partitions_of(consumer: &CdcConsumer, topic: &str) -> Vec<i32> {
-    match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-        Ok(metadata) => metadata
+/// The partitions of a topic (none while it does not exist); `None` when Kafka is unreachable.
+fn partitions_of(consumer: &CdcConsumer, topic: &str) -> Option<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+    Some(
+        metadata
             .topics()
             .iter()
             .filter(|t| t.name() == topic && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect(),
-        Err(_) => Vec::new(),
-    }
+    )
 }

@@ -60,6 +60,10 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
     let app = Application::build(config)
         .await
         .expect("ordercast starts; is the stack up? run `make stack`");
+    assert!(
+        app.wait_until_live(Duration::from_secs(30)).await,
+        "the CDC consumer never reached Kafka"
+    );
     let base_url = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until(std::future::pending()));
     let db = ordercast::db::connect(&DatabaseConfig {
