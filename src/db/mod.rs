@@ -19,7 +19,7 @@ pub use orders::{
     set_item_quantity, OrderCursor, OrderPage,
 };
 pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
-pub use versions::{active_orders, order_versions_between, MAX_REPLAY};
+pub use versions::{active_orders, current_versions, order_versions_between, orders_changed_since, MAX_REPLAY};
 
 use crate::config::DatabaseConfig;
 

@@ -1,7 +1,8 @@
 //! Reading committed versions back: resumes and gap repairs of live updates.
 
+use chrono::{DateTime, Utc};
 use entity::{order_versions, orders, OrderStatus};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::{classify, orders::with_items};
@@ -37,6 +38,43 @@ pub async fn active_orders(db: &DatabaseConnection, customer: CustomerId) -> Res
         .filter(orders::Column::Status.ne(OrderStatus::Cancelled))
         .order_by_desc(orders::Column::CreatedAt)
         .order_by_desc(orders::Column::Id)
+        .limit(MAX_REPLAY)
+        .all(db)
+        .await
+        .map_err(classify)?;
+    with_items(db, rows).await
+}
+
+/// The current version of every order of a customer: where a customer
+/// subscription starts counting, so that nothing older is replayed.
+pub async fn current_versions(db: &DatabaseConnection, customer: CustomerId) -> Result<Vec<(Uuid, i64)>, DomainError> {
+    orders::Entity::find()
+        .select_only()
+        .column(orders::Column::Id)
+        .column(orders::Column::Version)
+        .filter(orders::Column::CustomerId.eq(customer))
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(classify)
+}
+
+/// A customer's orders that may have changed since `since`: every open or
+/// scheduled one, and every other one updated since. What a lagged customer
+/// subscription reloads.
+pub async fn orders_changed_since(
+    db: &DatabaseConnection,
+    customer: CustomerId,
+    since: DateTime<Utc>,
+) -> Result<Vec<OrderView>, DomainError> {
+    let rows = orders::Entity::find()
+        .filter(orders::Column::CustomerId.eq(customer))
+        .filter(
+            Condition::any()
+                .add(orders::Column::Status.ne(OrderStatus::Cancelled))
+                .add(orders::Column::UpdatedAt.gte(since)),
+        )
+        .order_by_desc(orders::Column::UpdatedAt)
         .limit(MAX_REPLAY)
         .all(db)
         .await

@@ -102,7 +102,8 @@ pub fn order_updates(
 }
 
 /// Updates of every order of the caller: a SNAPSHOT of each open or scheduled
-/// order, then every committed version of any of their orders, new ones included.
+/// order, then every version committed after the subscription started of any
+/// of their orders, new ones included.
 pub fn my_order_updates(
     db: DatabaseConnection,
     hub: Arc<Hub>,
@@ -110,7 +111,13 @@ pub fn my_order_updates(
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
         let mut subscription = hub.watch_customer(caller.customer_id);
+        // Updated since this (with a margin for long transactions) means "may have changed".
+        let subscribed_at = chrono::Utc::now() - chrono::Duration::minutes(1);
         let mut tracker = VersionTracker::default();
+        match db::current_versions(&db, caller.customer_id).await {
+            Ok(versions) => tracker.last_sent.extend(versions),
+            Err(error) => { yield Err(error.into()); return; }
+        }
         match db::active_orders(&db, caller.customer_id).await {
             Ok(views) => for view in views {
                 let update = Update::snapshot(view, false);
@@ -129,8 +136,11 @@ pub fn my_order_updates(
             let Some(delivery) = delivery else { return };
             if subscription.take_lagged() {
                 metrics::counter!(metric::LIVE_RESYNCS).increment(1);
-                match db::active_orders(&db, caller.customer_id).await {
+                match db::orders_changed_since(&db, caller.customer_id, subscribed_at).await {
                     Ok(views) => for view in views {
+                        if tracker.last_sent.get(&view.order.id) == Some(&view.order.version) {
+                            continue;
+                        }
                         let update = Update::snapshot(view, true);
                         tracker.sent(&update);
                         yield Ok(update);
