@@ -14,6 +14,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use crate::auth::AuthError;
 use crate::domain::{DomainError, ErrorCode};
+use crate::telemetry::metric;
 
 /// Schema extension that assigns error codes; see the module docs.
 pub struct ErrorCodes;
@@ -65,6 +66,7 @@ fn assign_code(error: &mut ServerError) {
             }
         }
     };
+    metrics::counter!(metric::GRAPHQL_ERRORS, "code" => code.as_str()).increment(1);
     error
         .extensions
         .get_or_insert_with(ErrorExtensionValues::default)

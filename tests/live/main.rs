@@ -9,5 +9,6 @@ mod support;
 
 mod access;
 mod fanout;
+mod latency;
 mod resume;
 mod slow;
