@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::auth::TokenKeys;
 use crate::cdc::{self, CdcConfig, CdcStatus};
@@ -24,6 +25,7 @@ pub struct Application {
     local_addr: SocketAddr,
     hub: Arc<Hub>,
     cdc_status: Arc<CdcStatus>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl Application {
@@ -50,6 +52,7 @@ impl Application {
         tokio::spawn(cdc::run(cdc_config, hub.clone(), cdc_status.clone()));
 
         let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
+        let (shutdown, shutdown_watch) = watch::channel(false);
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
         let state = AppState {
             schema,
@@ -57,6 +60,8 @@ impl Application {
             keys,
             cdc: cdc_status.clone(),
             max_body_bytes: config.limits.max_body_bytes,
+            ws: config.live.ws_settings(),
+            shutdown: shutdown_watch,
         };
         let router = router(state, &config.limits);
         let listener = TcpListener::bind(config.listen)
@@ -69,6 +74,7 @@ impl Application {
             local_addr,
             hub,
             cdc_status,
+            shutdown,
         })
     }
 
@@ -93,12 +99,25 @@ impl Application {
         self.hub.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then closes WebSockets with 1001 and
+    /// finishes in-flight requests.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        use axum::serve::ListenerExt;
+        // Small frames (live updates) must not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        let sockets = self.shutdown;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = sockets.send(true);
+        };
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")

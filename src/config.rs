@@ -104,6 +104,21 @@ pub struct LiveConfig {
     /// Updates queued per subscriber before it is resynced instead.
     #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
     pub subscriber_queue: usize,
+    /// How long a WebSocket client may take to send `connection_init` (close 4408 after).
+    #[arg(long, env = "ORDERCAST_WS_INIT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Seconds between server pings on an idle WebSocket, so proxies keep it open.
+    #[arg(long, env = "ORDERCAST_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub ws_keepalive_secs: u64,
+}
+
+impl LiveConfig {
+    pub fn ws_settings(&self) -> crate::ws::WsSettings {
+        crate::ws::WsSettings {
+            init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
+            keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
+        }
+    }
 }
 
 impl Default for LiveConfig {
@@ -112,6 +127,8 @@ impl Default for LiveConfig {
             cdc_topic: "ordercast.public.order_versions".to_owned(),
             cdc_heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
             subscriber_queue: 128,
+            ws_init_timeout_ms: 3_000,
+            ws_keepalive_secs: 15,
         }
     }
 }

@@ -1,21 +1,22 @@
-//! HTTP transport: GraphQL over POST and GET on `/graphql`, GraphiQL on `/`,
-//! and the health endpoints. Authentication happens here, once per request.
+//! HTTP transport: GraphQL over POST and GET on `/graphql` (WebSocket by
+//! upgrade, see `ws`), GraphiQL on `/`, health and metrics. Authentication
+//! happens here, once per request.
 
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{GraphiQLSource, WebSocketProtocols};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthError, TokenKeys};
@@ -23,6 +24,7 @@ use crate::cdc::CdcStatus;
 use crate::config::Limits;
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, AppSchema, RequestAuth};
+use crate::ws::{self, WsSettings};
 use crate::{db, telemetry};
 
 /// What every handler needs; cheap to clone.
@@ -33,6 +35,9 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub cdc: Arc<CdcStatus>,
     pub max_body_bytes: usize,
+    pub ws: WsSettings,
+    /// Flips to true when the server shuts down: WebSockets close with 1001.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub fn router(state: AppState, limits: &Limits) -> Router {
@@ -135,43 +140,83 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     execute(&state, &parts.headers, request).await
 }
 
-/// graphql-transport-ws, and the legacy graphql-ws of older Apollo clients.
-/// The token comes in the `connection_init` payload: `{"authorization": "Bearer ..."}`.
+/// graphql-transport-ws (strict, ours), and the legacy graphql-ws of older
+/// Apollo clients (async-graphql's). Without a subprotocol header the client
+/// gets graphql-transport-ws; with only unsupported ones, close 4406.
 async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> Response {
-    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
-        Ok(protocol) => protocol,
-        Err(rejection) => return rejection.into_response(),
-    };
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let offered = parts.headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .protocols([ws::TRANSPORT_WS, ws::LEGACY_WS])
+        .max_message_size(state.max_body_bytes)
         .on_upgrade(move |socket| async move {
-            let keys = state.keys.clone();
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
-                    let caller = connection_caller(&keys, &payload)?;
-                    let mut data = Data::default();
-                    data.insert(RequestAuth::Authenticated(caller));
-                    Ok(data)
-                })
-                .keepalive_timeout(None)
-                .serve()
-                .await
+            let selected = socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned);
+            match selected.as_deref() {
+                Some(ws::LEGACY_WS) => serve_legacy(socket, state).await,
+                Some(_) => serve_transport(socket, state).await,
+                None if !offered => serve_transport(socket, state).await,
+                None => {
+                    let mut socket = socket;
+                    let frame = CloseFrame {
+                        code: 4406,
+                        reason: "Subprotocol not acceptable".into(),
+                    };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                }
+            }
         })
 }
 
-/// Authenticates a WebSocket from its `connection_init` payload. Unlike HTTP,
-/// a connection without a valid token is refused outright.
-fn connection_caller(keys: &TokenKeys, payload: &serde_json::Value) -> async_graphql::Result<crate::auth::Caller> {
-    let header = ["authorization", "Authorization"]
-        .iter()
-        .find_map(|key| payload.get(key))
-        .and_then(serde_json::Value::as_str)
-        .ok_or(AuthError::Missing)?;
-    Ok(keys.verify_header(header)?)
+async fn serve_transport(socket: WebSocket, state: AppState) {
+    ws::serve(socket, state.schema, state.keys, state.ws, state.shutdown).await;
+}
+
+async fn serve_legacy(socket: WebSocket, state: AppState) {
+    use async_graphql::http::{WebSocket as LegacyProtocol, WsMessage};
+    use futures::{SinkExt, StreamExt};
+
+    let keys = state.keys.clone();
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|message| std::future::ready(matches!(message, Ok(m) if !matches!(m, Message::Close(_)))))
+        .filter_map(|message| {
+            std::future::ready(match message {
+                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        });
+    let mut output = std::pin::pin!(LegacyProtocol::new(
+        state.schema,
+        input,
+        WebSocketProtocols::SubscriptionsTransportWS
+    )
+    .on_connection_init(move |payload| async move {
+        let caller = ws::connection_caller(&keys, &payload)?;
+        let mut data = Data::default();
+        data.insert(RequestAuth::Authenticated(caller));
+        Ok(data)
+    }));
+    while let Some(message) = output.next().await {
+        let sent = match message {
+            WsMessage::Text(text) => sink.send(Message::Text(text.into())).await,
+            WsMessage::Close(code, reason) => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {

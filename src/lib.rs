@@ -14,3 +14,4 @@ pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod telemetry;
+pub mod ws;

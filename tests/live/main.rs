@@ -10,5 +10,6 @@ mod support;
 mod access;
 mod fanout;
 mod latency;
+mod protocol;
 mod resume;
 mod slow;

@@ -1,0 +1,261 @@
+//! The graphql-transport-ws protocol (graphql-ws's PROTOCOL.md), implemented
+//! strictly, because clients rely on its close codes to decide whether to
+//! retry: 4400 invalid message, 4401 subscribe before ack, 4403 rejected
+//! credentials, 4406 unsupported subprotocol, 4408 no `connection_init` in time,
+//! 4409 duplicate operation id, 4429 a second `connection_init`, 1001 shutdown.
+//!
+//! One task per connection multiplexes the client's messages, the results of
+//! its operations (each an async-graphql stream) and a keep-alive ping. While
+//! the socket cannot take more, no operation is polled, so a slow client backs
+//! up into its own hub queues and is resynced there; nobody else waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Response, ServerError};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_stream::StreamMap;
+
+use crate::auth::{AuthError, Caller, TokenKeys};
+use crate::graphql::{AppSchema, RequestAuth};
+
+pub const TRANSPORT_WS: &str = "graphql-transport-ws";
+pub const LEGACY_WS: &str = "graphql-ws";
+
+/// Timing of the protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// How long a client may take to send `connection_init`.
+    pub init_timeout: Duration,
+    /// Interval of server pings on an otherwise idle connection.
+    pub keepalive: Duration,
+}
+
+/// How a connection ended, as a WebSocket close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Close {
+    /// `reason` must fit a close frame: at most 123 bytes.
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        while reason.len() > 123 {
+            reason.pop();
+        }
+        Close { code, reason }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {},
+    Subscribe {
+        id: String,
+        payload: Box<async_graphql::Request>,
+    },
+    Complete {
+        id: String,
+    },
+}
+
+/// An operation's output: a result, or the end of its stream.
+type Operation = BoxStream<'static, Option<Response>>;
+
+/// Serves one graphql-transport-ws connection until it closes.
+pub async fn serve(
+    mut socket: WebSocket,
+    schema: AppSchema,
+    keys: Arc<TokenKeys>,
+    settings: WsSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut caller: Option<Caller> = None;
+    let mut operations: StreamMap<String, Operation> = StreamMap::new();
+    let init_deadline = tokio::time::sleep(settings.init_timeout);
+    tokio::pin!(init_deadline);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + settings.keepalive, settings.keepalive);
+
+    let close = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => break Close::new(4400, "Binary messages are not supported"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                };
+                let message = match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::debug!(%error, "invalid graphql-transport-ws message");
+                        break Close::new(4400, "Invalid message received");
+                    }
+                };
+                match handle(message, &mut caller, &mut operations, &schema, &keys) {
+                    Ok(Some(reply)) => {
+                        if send(&mut socket, reply).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(close) => break close,
+                }
+            }
+            Some((id, output)) = operations.next(), if !operations.is_empty() => {
+                let reply = match output {
+                    Some(response) => {
+                        let reply = result_message(&id, response);
+                        if reply["type"] == "error" {
+                            // `error` ends the operation; no `complete` follows it.
+                            operations.remove(&id);
+                        }
+                        reply
+                    }
+                    None => {
+                        operations.remove(&id);
+                        json!({ "id": id, "type": "complete" })
+                    }
+                };
+                if send(&mut socket, reply).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut init_deadline, if caller.is_none() => {
+                break Close::new(4408, "Connection initialisation timeout");
+            }
+            _ = keepalive.tick() => {
+                if send(&mut socket, json!({ "type": "ping" })).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => break Close::new(1001, "Server shutting down"),
+        }
+    };
+    let frame = CloseFrame {
+        code: close.code,
+        reason: Utf8Bytes::from(close.reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Applies one client message; returns the reply to send, or why to close.
+fn handle(
+    message: ClientMessage,
+    caller: &mut Option<Caller>,
+    operations: &mut StreamMap<String, Operation>,
+    schema: &AppSchema,
+    keys: &TokenKeys,
+) -> Result<Option<Value>, Close> {
+    match message {
+        ClientMessage::ConnectionInit { payload } => {
+            if caller.is_some() {
+                return Err(Close::new(4429, "Too many initialisation requests"));
+            }
+            let authenticated = connection_caller(keys, payload.as_ref().unwrap_or(&Value::Null))
+                .map_err(|_| Close::new(4403, "Forbidden"))?;
+            *caller = Some(authenticated);
+            Ok(Some(json!({ "type": "connection_ack" })))
+        }
+        ClientMessage::Ping { payload } => Ok(Some(match payload {
+            Some(payload) => json!({ "type": "pong", "payload": payload }),
+            None => json!({ "type": "pong" }),
+        })),
+        ClientMessage::Pong {} => Ok(None),
+        ClientMessage::Subscribe { id, payload } => {
+            let Some(caller) = *caller else {
+                return Err(Close::new(4401, "Unauthorized"));
+            };
+            if operations.contains_key(&id) {
+                return Err(Close::new(4409, format!("Subscriber for {id} already exists")));
+            }
+            let request = payload.data(RequestAuth::Authenticated(caller));
+            let results = schema
+                .execute_stream(request)
+                .map(Some)
+                .chain(stream::once(async { None }));
+            operations.insert(id, results.boxed());
+            Ok(None)
+        }
+        ClientMessage::Complete { id } => {
+            operations.remove(&id);
+            Ok(None)
+        }
+    }
+}
+
+/// `error` for an operation that failed before producing any data (the
+/// protocol's "operation execution error"), `next` for everything else.
+fn result_message(id: &str, response: Response) -> Value {
+    if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+        let errors: Vec<&ServerError> = response.errors.iter().collect();
+        json!({ "id": id, "type": "error", "payload": errors })
+    } else {
+        json!({ "id": id, "type": "next", "payload": response })
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(Utf8Bytes::from(message.to_string()))).await
+}
+
+/// Authenticates a WebSocket from its `connection_init` payload,
+/// `{"authorization": "Bearer <token>"}`. Without a valid token the
+/// connection is refused.
+pub fn connection_caller(keys: &TokenKeys, payload: &Value) -> Result<Caller, AuthError> {
+    let header = ["authorization", "Authorization"]
+        .iter()
+        .find_map(|key| payload.get(key))
+        .and_then(Value::as_str)
+        .ok_or(AuthError::Missing)?;
+    keys.verify_header(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_per_the_protocol() {
+        let init: ClientMessage = serde_json::from_str(r#"{"type":"connection_init","payload":{"a":1}}"#).unwrap();
+        assert!(matches!(init, ClientMessage::ConnectionInit { payload: Some(_) }));
+        let subscribe: ClientMessage =
+            serde_json::from_str(r#"{"type":"subscribe","id":"1","payload":{"query":"{ me { id } }"}}"#).unwrap();
+        assert!(matches!(subscribe, ClientMessage::Subscribe { ref id, .. } if id == "1"));
+        for invalid in [
+            r#"{"type":"subscribe","payload":{"query":"{ x }"}}"#,
+            r#"{"type":"subscribe","id":"1"}"#,
+            r#"{"type":"start","id":"1"}"#,
+            r#"{"id":"1"}"#,
+            "[]",
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(invalid).is_err(), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn the_token_comes_from_the_init_payload() {
+        let keys = TokenKeys::new("secret");
+        let customer = uuid::Uuid::now_v7();
+        let token = keys.mint(customer, Duration::from_secs(60));
+        let caller = connection_caller(&keys, &json!({ "authorization": format!("Bearer {token}") })).unwrap();
+        assert_eq!(caller.customer_id, customer);
+        assert_eq!(connection_caller(&keys, &json!({})), Err(AuthError::Missing));
+        assert_eq!(connection_caller(&keys, &Value::Null), Err(AuthError::Missing));
+    }
+}

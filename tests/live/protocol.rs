@@ -1,0 +1,173 @@
+//! graphql-transport-ws, strictly: each protocol violation closes the socket
+//! with its code, read here from raw frames.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::ws::ws_url;
+use crate::common::{serve_config, spawn_app_with, TestApp};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn app() -> TestApp {
+    let mut config = serve_config();
+    config.live.ws_init_timeout_ms = 500;
+    spawn_app_with(config).await
+}
+
+async fn open(app: &TestApp, protocol: &str) -> Socket {
+    let mut request = ws_url(app).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.expect("upgrade").0
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket.send(Message::Text(message.to_string().into())).await.unwrap();
+}
+
+/// The next text message as JSON, or the close code.
+async fn next(socket: &mut Socket) -> Result<Value, Option<u16>> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("the server answers within 5 s");
+        match message {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    loop {
+        match next(socket).await {
+            Ok(message) if message["type"] == "ping" => continue,
+            Ok(message) => panic!("expected a close, got {message}"),
+            Err(code) => return code,
+        }
+    }
+}
+
+async fn acked(app: &TestApp) -> Socket {
+    let token = app.token(app.new_customer().await);
+    let mut socket = open(app, "graphql-transport-ws").await;
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "connection_ack");
+    socket
+}
+
+#[tokio::test]
+async fn every_violation_closes_with_its_code() {
+    let app = app().await;
+
+    let mut silent = open(&app, "graphql-transport-ws").await;
+    assert_eq!(close_code(&mut silent).await, Some(4408), "no connection_init in time");
+
+    let mut early = open(&app, "graphql-transport-ws").await;
+    send(
+        &mut early,
+        json!({ "type": "subscribe", "id": "1", "payload": { "query": "{ me { id } }" } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut early).await, Some(4401), "subscribe before ack");
+
+    let mut forged = open(&app, "graphql-transport-ws").await;
+    send(
+        &mut forged,
+        json!({ "type": "connection_init", "payload": { "authorization": "Bearer nope" } }),
+    )
+    .await;
+    assert_eq!(close_code(&mut forged).await, Some(4403), "rejected credentials");
+
+    let mut twice = acked(&app).await;
+    send(&mut twice, json!({ "type": "connection_init" })).await;
+    assert_eq!(close_code(&mut twice).await, Some(4429), "a second connection_init");
+
+    for invalid in [
+        json!({ "type": "subscribe", "payload": {} }),
+        json!({ "type": "launch" }),
+        json!([1, 2]),
+    ] {
+        let mut socket = acked(&app).await;
+        send(&mut socket, invalid.clone()).await;
+        assert_eq!(close_code(&mut socket).await, Some(4400), "invalid message {invalid}");
+    }
+
+    let mut duplicate = acked(&app).await;
+    let subscription = json!({ "type": "subscribe", "id": "same", "payload": { "query": "subscription { myOrderUpdates { version } }" } });
+    send(&mut duplicate, subscription.clone()).await;
+    send(&mut duplicate, subscription).await;
+    assert_eq!(close_code(&mut duplicate).await, Some(4409), "a duplicate operation id");
+
+    // An unsupported subprotocol: the upgrade names none, which strict clients
+    // refuse; a lenient one gets 4406 right after.
+    let mut request = ws_url(&app).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(error) => assert!(error.to_string().contains("SubProtocol"), "{error}"),
+        Ok((mut socket, _)) => assert_eq!(close_code(&mut socket).await, Some(4406), "an unsupported subprotocol"),
+    }
+}
+
+#[tokio::test]
+async fn ping_pong_operations_errors_and_complete() {
+    let app = app().await;
+    let mut socket = acked(&app).await;
+    send(&mut socket, json!({ "type": "ping", "payload": { "n": 1 } })).await;
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "type": "pong", "payload": { "n": 1 } })
+    );
+
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "q", "payload": { "query": "{ me { id } }" } }),
+    )
+    .await;
+    let result = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (result["type"].as_str(), result["id"].as_str()),
+        (Some("next"), Some("q")),
+        "{result}"
+    );
+    assert!(result["payload"]["data"]["me"]["id"].is_string());
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "id": "q", "type": "complete" })
+    );
+
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "bad", "payload": { "query": "subscription { nothing }" } }),
+    )
+    .await;
+    let error = next(&mut socket).await.unwrap();
+    assert_eq!(
+        error["type"], "error",
+        "an invalid operation is an error message: {error}"
+    );
+    assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    send(&mut socket, json!({ "type": "subscribe", "id": "live", "payload": { "query": "subscription { myOrderUpdates { version } }" } })).await;
+    send(&mut socket, json!({ "type": "complete", "id": "live" })).await;
+    send(&mut socket, json!({ "type": "ping" })).await;
+    assert_eq!(
+        next(&mut socket).await.unwrap()["type"],
+        "pong",
+        "nothing from the completed operation, no echo"
+    );
+}
