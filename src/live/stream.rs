@@ -13,7 +13,7 @@ use futures::Stream;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
-use super::hub::{Delivery, Hub};
+use super::hub::{Delivery, Hub, Subscription};
 use crate::auth::{AuthError, Caller};
 use crate::db;
 use crate::domain::{DomainError, OrderVersion};
@@ -60,7 +60,7 @@ pub fn order_updates(
     after_version: Option<i64>,
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
-        let mut subscription = hub.watch_order(order_id);
+        let subscription = hub.watch_order(order_id);
         let current = match db::find_order(&db, caller.customer_id, order_id).await {
             Ok(Some(view)) => view,
             Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
@@ -71,32 +71,8 @@ pub fn order_updates(
             tracker.sent(&update);
             yield Ok(update);
         }
-        let expiry = tokio::time::sleep_until(until(caller.expires_at));
-        tokio::pin!(expiry);
-        loop {
-            let delivery = tokio::select! {
-                delivery = subscription.recv() => delivery,
-                () = &mut expiry => { yield Err(AuthError::Expired.into()); return; }
-            };
-            let Some(delivery) = delivery else { return };
-            if subscription.take_lagged() {
-                metrics::counter!(metric::LIVE_RESYNCS).increment(1);
-                match db::find_order(&db, caller.customer_id, order_id).await {
-                    Ok(Some(view)) => {
-                        let update = Update::snapshot(view, true);
-                        tracker.sent(&update);
-                        yield Ok(update);
-                    }
-                    Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
-                    Err(error) => { yield Err(error.into()); return; }
-                }
-                continue;
-            }
-            if let Delivery::Version(version) = delivery {
-                for update in tracker.accept(&db, version).await {
-                    yield Ok(update);
-                }
-            }
+        for await item in follow(db, subscription, tracker, caller, Scope::Order(order_id)) {
+            yield item;
         }
     }
 }
@@ -110,9 +86,9 @@ pub fn my_order_updates(
     caller: Caller,
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
-        let mut subscription = hub.watch_customer(caller.customer_id);
+        let subscription = hub.watch_customer(caller.customer_id);
         // Updated since this (with a margin for long transactions) means "may have changed".
-        let subscribed_at = chrono::Utc::now() - chrono::Duration::minutes(1);
+        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
         let mut tracker = VersionTracker::default();
         match db::current_versions(&db, caller.customer_id).await {
             Ok(versions) => tracker.last_sent.extend(versions),
@@ -126,6 +102,55 @@ pub fn my_order_updates(
             },
             Err(error) => { yield Err(error.into()); return; }
         }
+        for await item in follow(db, subscription, tracker, caller, Scope::Customer { since }) {
+            yield item;
+        }
+    }
+}
+
+/// What a subscription covers, and so what it reloads after a lag.
+enum Scope {
+    Order(Uuid),
+    /// Every order of the caller; `since` bounds which closed orders may have changed.
+    Customer {
+        since: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+impl Scope {
+    /// Fresh states (`resync: true`) for what the subscriber may have missed.
+    async fn reload(
+        &self,
+        db: &DatabaseConnection,
+        caller: Caller,
+        tracker: &VersionTracker,
+    ) -> Result<Vec<Update>, DomainError> {
+        match self {
+            Scope::Order(order_id) => match db::find_order(db, caller.customer_id, *order_id).await? {
+                Some(view) => Ok(vec![Update::snapshot(view, true)]),
+                None => Err(DomainError::NotFound("order")),
+            },
+            Scope::Customer { since } => Ok(db::orders_changed_since(db, caller.customer_id, *since)
+                .await?
+                .into_iter()
+                .filter(|view| tracker.last_sent.get(&view.order.id) != Some(&view.order.version))
+                .map(|view| Update::snapshot(view, true))
+                .collect()),
+        }
+    }
+}
+
+/// After its first messages, a subscription follows the hub: each delivered
+/// version through the tracker, a reload when it lagged, and an error when the
+/// caller's token expires.
+fn follow(
+    db: DatabaseConnection,
+    mut subscription: Subscription,
+    mut tracker: VersionTracker,
+    caller: Caller,
+    scope: Scope,
+) -> impl Stream<Item = Result<Update, LiveError>> {
+    async_stream::stream! {
         let expiry = tokio::time::sleep_until(until(caller.expires_at));
         tokio::pin!(expiry);
         loop {
@@ -136,12 +161,8 @@ pub fn my_order_updates(
             let Some(delivery) = delivery else { return };
             if subscription.take_lagged() {
                 metrics::counter!(metric::LIVE_RESYNCS).increment(1);
-                match db::orders_changed_since(&db, caller.customer_id, subscribed_at).await {
-                    Ok(views) => for view in views {
-                        if tracker.last_sent.get(&view.order.id) == Some(&view.order.version) {
-                            continue;
-                        }
-                        let update = Update::snapshot(view, true);
+                match scope.reload(&db, caller, &tracker).await {
+                    Ok(updates) => for update in updates {
                         tracker.sent(&update);
                         yield Ok(update);
                     },
