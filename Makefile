@@ -14,7 +14,7 @@ KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_KAFKA_PORT)
 export ORDERCAST_PG_PORT ORDERCAST_KAFKA_PORT ORDERCAST_KAFKA_CONTROLLER_PORT ORDERCAST_CONNECT_PORT
 export DATABASE_URL KAFKA_BROKERS
 
-.PHONY: help stack stack-down stack-status stack-reset run test lint
+.PHONY: help stack stack-down stack-status stack-reset run test lint playground client-tests
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -34,9 +34,17 @@ stack-reset: ## Stop the stack and delete its data (downloads are kept)
 run: stack ## Start the stack, migrate, seed, and serve ordercast
 	@scripts/run.sh
 
-test: stack ## Start the stack and run every test against it
+test: stack ## Start the stack and run every test: Rust, then Node clients and GraphiQL in Chromium
 	$(CARGO) test --workspace --locked
+	@scripts/client-tests.sh
 
 lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+
+playground: ## Rebuild the offline GraphiQL bundle in src/playground/assets/ (needs Node and npm)
+	cd web/graphiql && npm ci --no-audit --no-fund && node build.mjs
+
+client-tests: stack ## Node clients (graphql-ws, urql, raw protocol, GraphiQL in Chromium) against a fresh ordercast
+	@scripts/client-tests.sh

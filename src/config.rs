@@ -139,8 +139,8 @@ pub struct Limits {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "ORDERCAST_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Deepest accepted selection set.
-    #[arg(long, env = "ORDERCAST_MAX_QUERY_DEPTH", default_value_t = 12)]
+    /// Deepest accepted selection set. GraphiQL's introspection query needs 15.
+    #[arg(long, env = "ORDERCAST_MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_query_depth: usize,
     /// Highest accepted query complexity (list fields count once per requested item).
     #[arg(long, env = "ORDERCAST_MAX_QUERY_COMPLEXITY", default_value_t = 5_000)]
@@ -154,7 +154,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
-            max_query_depth: 12,
+            max_query_depth: 16,
             max_query_complexity: 5_000,
             max_page_size: 100,
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::http::{GraphiQLSource, WebSocketProtocols};
+use async_graphql::http::WebSocketProtocols;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::Data;
 use axum::body::Bytes;
@@ -12,7 +12,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sea_orm::DatabaseConnection;
@@ -25,7 +25,7 @@ use crate::config::Limits;
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, AppSchema, RequestAuth};
 use crate::ws::{self, WsSettings};
-use crate::{db, telemetry};
+use crate::{db, playground, telemetry};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -42,7 +42,7 @@ pub struct AppState {
 
 pub fn router(state: AppState, limits: &Limits) -> Router {
     Router::new()
-        .route("/", get(graphiql))
+        .merge(playground::routes())
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -50,15 +50,6 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .finish(),
-    )
 }
 
 async fn healthz() -> &'static str {

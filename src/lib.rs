@@ -13,5 +13,6 @@ pub mod domain;
 pub mod graphql;
 pub mod http;
 pub mod live;
+pub mod playground;
 pub mod telemetry;
 pub mod ws;
