@@ -63,7 +63,7 @@ impl Application {
             ws: config.live.ws_settings(),
             shutdown: shutdown_watch,
         };
-        let router = router(state, &config.limits);
+        let router = router(state);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

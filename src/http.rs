@@ -21,7 +21,6 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthError, TokenKeys};
 use crate::cdc::CdcStatus;
-use crate::config::Limits;
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, AppSchema, RequestAuth};
 use crate::ws::{self, WsSettings};
@@ -40,14 +39,15 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
-pub fn router(state: AppState, limits: &Limits) -> Router {
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     Router::new()
         .merge(playground::routes())
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
