@@ -14,7 +14,7 @@ KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_KAFKA_PORT)
 export ORDERCAST_PG_PORT ORDERCAST_KAFKA_PORT ORDERCAST_KAFKA_CONTROLLER_PORT ORDERCAST_CONNECT_PORT
 export DATABASE_URL KAFKA_BROKERS
 
-.PHONY: help stack stack-down stack-status stack-reset run test lint playground client-tests
+.PHONY: help stack stack-down stack-status stack-reset run test lint playground client-tests bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,3 +48,10 @@ playground: ## Rebuild the offline GraphiQL bundle in src/playground/assets/ (ne
 
 client-tests: stack ## Node clients (graphql-ws, urql, raw protocol, GraphiQL in Chromium) against a fresh ordercast
 	@scripts/client-tests.sh
+
+RELEASE_DIR = $(or $(CARGO_TARGET_DIR),target)/release
+bench: stack ## Benchmarks on the real stack, results in target/bench/ (BENCH_ARGS=--quick: a few seconds each); see BENCHMARKS.md
+	$(CARGO) build --release --locked -p ordercast -p ordercast-bench
+	$(RELEASE_DIR)/ordercast migrate
+	$(RELEASE_DIR)/ordercast seed
+	ulimit -n $$(ulimit -Hn); $(RELEASE_DIR)/ordercast-bench --server-bin $(RELEASE_DIR)/ordercast $(BENCH_ARGS)
