@@ -131,6 +131,12 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     execute(&state, &parts.headers, request).await
 }
 
+/// Initial read buffer of a WebSocket connection. Client messages are small
+/// (`subscribe`, `ping`); tungstenite's 128 KiB default, allocated per
+/// connection, would dominate the memory of an idle subscription. Larger
+/// messages still arrive whole: the buffer grows for them.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 /// graphql-transport-ws (strict, ours), and the legacy graphql-ws of older
 /// Apollo clients (async-graphql's). Without a subprotocol header the client
 /// gets graphql-transport-ws; with only unsupported ones, close 4406.
@@ -143,6 +149,9 @@ async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> R
     upgrade
         .protocols([ws::TRANSPORT_WS, ws::LEGACY_WS])
         .max_message_size(state.max_body_bytes)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        // Every frame is flushed as it is sent: no write buffer to keep per connection.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let selected = socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned);
             match selected.as_deref() {

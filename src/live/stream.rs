@@ -4,6 +4,11 @@
 //! change can be missed. Versions at or below what was sent are dropped
 //! (CDC redeliveries), a version above the next expected one is a gap that is
 //! filled from `order_versions`, and a lagged subscriber reloads its state.
+//!
+//! Database futures are boxed where a stream awaits them: a stream's state
+//! machine is as large as its largest await point, and tens of thousands of
+//! idle subscriptions should not each carry room for a query they are not
+//! running.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,13 +66,13 @@ pub fn order_updates(
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
         let subscription = hub.watch_order(order_id);
-        let current = match db::find_order(&db, caller.customer_id, order_id).await {
+        let current = match Box::pin(db::find_order(&db, caller.customer_id, order_id)).await {
             Ok(Some(view)) => view,
             Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
             Err(error) => { yield Err(error.into()); return; }
         };
         let mut tracker = VersionTracker::default();
-        for update in resume(&db, current, after_version).await {
+        for update in Box::pin(resume(&db, current, after_version)).await {
             tracker.sent(&update);
             yield Ok(update);
         }
@@ -90,11 +95,11 @@ pub fn my_order_updates(
         // Updated since this (with a margin for long transactions) means "may have changed".
         let since = chrono::Utc::now() - chrono::Duration::minutes(1);
         let mut tracker = VersionTracker::default();
-        match db::current_versions(&db, caller.customer_id).await {
+        match Box::pin(db::current_versions(&db, caller.customer_id)).await {
             Ok(versions) => tracker.last_sent.extend(versions),
             Err(error) => { yield Err(error.into()); return; }
         }
-        match db::active_orders(&db, caller.customer_id).await {
+        match Box::pin(db::active_orders(&db, caller.customer_id)).await {
             Ok(views) => for view in views {
                 let update = Update::snapshot(view, false);
                 tracker.sent(&update);
@@ -161,7 +166,7 @@ fn follow(
             let Some(delivery) = delivery else { return };
             if subscription.take_lagged() {
                 metrics::counter!(metric::LIVE_RESYNCS).increment(1);
-                match scope.reload(&db, caller, &tracker).await {
+                match Box::pin(scope.reload(&db, caller, &tracker)).await {
                     Ok(updates) => for update in updates {
                         tracker.sent(&update);
                         yield Ok(update);
@@ -171,7 +176,7 @@ fn follow(
                 continue;
             }
             if let Delivery::Version(version) = delivery {
-                for update in tracker.accept(&db, version).await {
+                for update in Box::pin(tracker.accept(&db, version)).await {
                     yield Ok(update);
                 }
             }
