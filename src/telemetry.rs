@@ -21,6 +21,8 @@ pub mod metric {
     pub const CDC_DECODE_ERRORS: &str = "ordercast_cdc_decode_errors_total";
     pub const CDC_CONSUMER_LAG: &str = "ordercast_cdc_consumer_lag_messages";
     pub const CDC_OUTAGES: &str = "ordercast_cdc_outages_total";
+    pub const CDC_COMMIT_TO_KAFKA: &str = "ordercast_cdc_commit_to_kafka_seconds";
+    pub const CDC_COMMIT_TO_CONSUME: &str = "ordercast_cdc_commit_to_consume_seconds";
     pub const LIVE_SUBSCRIPTIONS: &str = "ordercast_live_subscriptions";
     pub const LIVE_OVERFLOWS: &str = "ordercast_live_queue_overflows_total";
     pub const LIVE_RESYNCS: &str = "ordercast_live_resyncs_total";
@@ -37,9 +39,16 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         let latency_buckets = [
             0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
         ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(metric::LIVE_COMMIT_TO_PUSH.to_owned()), &latency_buckets)
-            .expect("static buckets are valid");
+        let mut builder = PrometheusBuilder::new();
+        for name in [
+            metric::CDC_COMMIT_TO_KAFKA,
+            metric::CDC_COMMIT_TO_CONSUME,
+            metric::LIVE_COMMIT_TO_PUSH,
+        ] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), &latency_buckets)
+                .expect("static buckets are valid");
+        }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may exist (tests embedding us); then ours only renders what it has.
@@ -61,6 +70,16 @@ fn describe() {
         "Records not yet consumed, by topic and partition"
     );
     describe_counter!(metric::CDC_OUTAGES, "Times the CDC stream stalled or lost the broker");
+    describe_histogram!(
+        metric::CDC_COMMIT_TO_KAFKA,
+        Unit::Seconds,
+        "Postgres commit to the Kafka record timestamp (Debezium and Connect's producer)"
+    );
+    describe_histogram!(
+        metric::CDC_COMMIT_TO_CONSUME,
+        Unit::Seconds,
+        "Postgres commit to this instance decoding the change event"
+    );
     describe_gauge!(metric::LIVE_SUBSCRIPTIONS, "Active subscriptions on this instance");
     describe_counter!(metric::LIVE_OVERFLOWS, "Subscribers whose queue overflowed");
     describe_counter!(metric::LIVE_RESYNCS, "Resync states sent");

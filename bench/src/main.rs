@@ -68,9 +68,10 @@ struct Args {
     /// writes: concurrent writers.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
-    /// fanout: subscribers of one order (one WebSocket connection each).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
-    fanout: Vec<usize>,
+    /// fanout: cases `SUBSCRIBERSxORDERS` (one WebSocket connection per subscriber, spread evenly
+    /// over the orders); each change touches every order once.
+    #[arg(long, value_delimiter = ',', default_value = "1000x1,10000x1,10000x1000", value_parser = parse_fanout_case)]
+    fanout: Vec<FanoutCase>,
     /// fanout: changes per run (each waits for every subscriber).
     #[arg(long, default_value_t = 5)]
     fanout_rounds: usize,
@@ -562,9 +563,41 @@ fn prom_histogram(text: &str, name: &str) -> (Vec<(f64, f64)>, f64, f64) {
     (buckets, count, sum)
 }
 
-/// The server's commit→push histogram between two scrapes: count, mean and bucket-bound quantiles.
+/// The stages of a committed change, as the server's histograms measure them from `source.ts_ms`
+/// (the Postgres commit, millisecond resolution).
+const STAGES: [(&str, &str, &str); 3] = [
+    (
+        "commit_to_kafka",
+        "ordercast_cdc_commit_to_kafka_seconds",
+        "to the Kafka record timestamp: Debezium reading the WAL and Connect producing",
+    ),
+    (
+        "commit_to_consume",
+        "ordercast_cdc_commit_to_consume_seconds",
+        "to this instance decoding the record: adds the broker and the consumer fetch",
+    ),
+    (
+        "commit_to_push",
+        "ordercast_live_commit_to_push_seconds",
+        "to the subscription stream yielding it: adds the hub and the queue; before GraphQL resolution and the socket write",
+    ),
+];
+
+/// Every stage's histogram between two scrapes of one instance.
 fn server_breakdown(before: &str, after: &str) -> Value {
-    let name = "ordercast_live_commit_to_push_seconds";
+    STAGES
+        .iter()
+        .map(|(key, name, what)| {
+            let mut stage = stage_histogram(before, after, name);
+            stage["what"] = json!(format!("source.ts_ms {what}"));
+            (key.to_string(), stage)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// One server histogram between two scrapes: count, mean and bucket-bound quantiles.
+fn stage_histogram(before: &str, after: &str, name: &str) -> Value {
     let (b0, c0, s0) = prom_histogram(before, name);
     let (b1, c1, s1) = prom_histogram(after, name);
     let count = c1 - c0;
@@ -592,7 +625,6 @@ fn server_breakdown(before: &str, after: &str) -> Value {
             .unwrap_or(Value::Null)
     };
     json!({
-        "what": "source.ts_ms (Postgres commit, ms resolution) to the subscription stream yielding the version, before GraphQL resolution and the socket write",
         "count": count,
         "mean_ms": ((s1 - s0) / count * 1000.0 * 100.0).round() / 100.0,
         "p50_le_ms": quantile(0.5), "p90_le_ms": quantile(0.9), "p99_le_ms": quantile(0.99),
@@ -715,18 +747,22 @@ async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Value> {
             short(&e2e_s)
         );
         ctx.rows.push(format!(
-            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders | A→B {}; HTTP {}; server commit→push p50≤{} p99≤{} ms; errors {errors}, missing {missing} |",
+            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders | A→B {}; HTTP {}; server p50/p99 ≤ ms: commit→Kafka {}/{}, →consumed {}/{}, →pushed {}/{}; errors {errors}, missing {missing} |",
             short(&e2e_s),
             short(&summary(&http_h)),
-            server["p50_le_ms"],
-            server["p99_le_ms"],
+            server["commit_to_kafka"]["p50_le_ms"],
+            server["commit_to_kafka"]["p99_le_ms"],
+            server["commit_to_consume"]["p50_le_ms"],
+            server["commit_to_consume"]["p99_le_ms"],
+            server["commit_to_push"]["p50_le_ms"],
+            server["commit_to_push"]["p99_le_ms"],
         ));
         results.push(json!({
             "target_rate": rate, "orders": n, "duration_s": secs,
             "planned": total, "ok": sent.len(), "errors": errors, "first_error": first_error,
             "achieved_rate": achieved, "issue_elapsed_s": send_elapsed,
             "missing_frames": missing, "frames_before_http_response": before_response,
-            "a_to_b": e2e_s, "http_response": summary(&http_h), "server_commit_to_push": server,
+            "a_to_b": e2e_s, "http_response": summary(&http_h), "server_stages": server,
         }));
     }
     Ok(json!(results))
@@ -915,12 +951,17 @@ where
 async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Value> {
     let mut results = Vec::new();
     let rounds = if ctx.args.quick { 2 } else { ctx.args.fanout_rounds };
-    for &n in &ctx.args.fanout.clone() {
-        let n = if ctx.args.quick { n.min(1000) } else { n };
-        eprintln!("[fanout] {n} subscribers of one order on instance 2: connecting");
-        let order = create_orders(ctx, s1, 1, true).await?[0];
+    for case in ctx.args.fanout.clone() {
+        let n = if ctx.args.quick {
+            case.subscribers.min(1000)
+        } else {
+            case.subscribers
+        };
+        let order_count = case.orders.clamp(1, n);
+        eprintln!("[fanout] {n} subscribers of {order_count} order(s) on instance 2: connecting");
+        let orders = create_orders(ctx, s1, order_count, true).await?;
         let rss_before = s2.rss_kib();
-        let (sockets, connect_s) = open_many(ctx, s2.addr(), n, &[order]).await?;
+        let (sockets, connect_s) = open_many(ctx, s2.addr(), n, &orders).await?;
         let opened = sockets.len();
         let rss_after = s2.rss_kib();
         eprintln!("[fanout] {opened} subscribed in {connect_s:.1} s");
@@ -933,16 +974,28 @@ async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Value> {
         let metrics_before = s2.metrics().await;
         let mut sends = Vec::new();
         for r in 0..rounds {
+            // Every order went through the same mutations, so round r gives each the same version.
             let t0 = Instant::now();
-            let data = gql(
-                &ctx.http,
-                &s1.base,
-                &ctx.token,
-                "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }",
-                json!({ "o": order, "p": ctx.products[0], "q": 2 + r }),
-            )
-            .await?;
-            let version = data["setItemQuantity"]["version"].as_i64().unwrap_or_default();
+            let versions = futures::stream::iter(orders.iter().copied())
+                .map(|order| {
+                    gql(
+                        &ctx.http,
+                        &s1.base,
+                        &ctx.token,
+                        "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }",
+                        json!({ "o": order, "p": ctx.products[0], "q": 2 + r }),
+                    )
+                })
+                .buffer_unordered(64)
+                .map(|data| data.map(|d| d["setItemQuantity"]["version"].as_i64().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            let version = versions[0];
+            if versions.iter().any(|v| *v != version) {
+                bail!("fan-out orders diverged: versions {versions:?}");
+            }
             sends.push((version, t0));
             let want = (opened * (r + 1)) as u64;
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -994,21 +1047,41 @@ async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Value> {
             .fold(0.0, f64::max);
         eprintln!("[fanout] {n}: last subscriber after {lasts:?} ms; {}", short(&s));
         ctx.rows.push(format!(
-            "| fanout | {opened} subscribers (own connection each), 1 order, {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; subscribed at {:.0}/s |",
+            "| fanout | {opened} subscribers (own connection each), {order_count} order(s), {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; subscribed at {:.0}/s |",
             short(&s),
             opened as f64 / connect_s
         ));
         results.push(json!({
-            "subscribers": n, "opened": opened, "connect_s": connect_s,
+            "subscribers": n, "orders": order_count, "opened": opened, "connect_s": connect_s,
             "subscribe_per_s": opened as f64 / connect_s,
             "server_rss_kib_before": rss_before, "server_rss_kib_after": rss_after,
             "rounds": round_reports, "last_subscriber_ms": lasts, "across_all_rounds": s,
-            "server_commit_to_push": server_breakdown(&metrics_before, &metrics_after),
+            "server_stages": server_breakdown(&metrics_before, &metrics_after),
         }));
         // Let instance 2 drop the closed subscriptions before the next run.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     Ok(json!(results))
+}
+
+/// A fan-out case: `subscribers` connections spread evenly over `orders` orders.
+#[derive(Debug, Clone, Copy)]
+struct FanoutCase {
+    subscribers: usize,
+    orders: usize,
+}
+
+fn parse_fanout_case(text: &str) -> Result<FanoutCase, String> {
+    let (subscribers, orders) = text.split_once('x').unwrap_or((text, "1"));
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("`{text}`: {e} (want SUBSCRIBERSxORDERS)"))
+    };
+    Ok(FanoutCase {
+        subscribers: number(subscribers)?,
+        orders: number(orders)?,
+    })
 }
 
 // ---------------------------------------------------------------- scenario 4: idle connections

@@ -143,7 +143,10 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                     metrics::counter!(metric::CDC_EVENTS, "topic" => topic.to_owned()).increment(1);
                     if topic == config.versions_topic {
                         match decode_version(message.payload()) {
-                            Ok(Decoded::Version(version)) => hub.publish(version),
+                            Ok(Decoded::Version(version)) => {
+                                record_pipeline_latency(&version, message.timestamp().to_millis());
+                                hub.publish(version);
+                            }
                             Ok(Decoded::Ignored) => {}
                             Err(error) => {
                                 metrics::counter!(metric::CDC_DECODE_ERRORS, "topic" => topic.to_owned()).increment(1);
@@ -234,4 +237,17 @@ fn partitions_of(consumer: &CdcConsumer, topic: &str) -> Option<Vec<i32>> {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect(),
     )
+}
+
+/// Splits commit-to-push latency into its stages: Debezium and Connect (commit to the Kafka
+/// record timestamp), then Kafka to this instance (the rest, up to decoding here).
+fn record_pipeline_latency(version: &crate::domain::OrderVersion, kafka_timestamp_ms: Option<i64>) {
+    let Some(committed_at_ms) = version.committed_at_ms else {
+        return;
+    };
+    let seconds_since = |ms: i64| (ms - committed_at_ms).max(0) as f64 / 1000.0;
+    if let Some(kafka_ms) = kafka_timestamp_ms {
+        metrics::histogram!(metric::CDC_COMMIT_TO_KAFKA).record(seconds_since(kafka_ms));
+    }
+    metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME).record(seconds_since(chrono::Utc::now().timestamp_millis()));
 }

@@ -4,7 +4,7 @@
 //! constraint (or of the trigger-raised pseudo-constraint) that guards it; the
 //! table below is the whole mapping. Anything not in it is internal.
 
-use sea_orm::{sqlx, DbErr, RuntimeErr};
+use sea_orm::{sqlx, ConnAcquireErr, DbErr, RuntimeErr};
 
 use crate::domain::DomainError;
 
@@ -59,11 +59,16 @@ pub fn rule_error(violation: &Violation) -> Option<DomainError> {
     Some(error)
 }
 
-/// Maps a database error to the domain: a known rule to its typed error,
-/// anything else to `Internal` (logged here with its full cause).
+/// Maps a database error to the domain: a known rule to its typed error, an
+/// exhausted pool to `Busy`, anything else to `Internal` (logged here with its
+/// full cause).
 pub fn classify(err: DbErr) -> DomainError {
     if let Some(error) = violation(&err).as_ref().and_then(rule_error) {
         return error;
+    }
+    if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
+        tracing::warn!("no database connection free within the acquire timeout; answering UNAVAILABLE");
+        return DomainError::Busy;
     }
     tracing::error!(error = %err, "unexpected database error");
     DomainError::Internal(Box::new(err))
@@ -114,6 +119,12 @@ mod tests {
     fn unknown_constraints_and_other_classes_are_not_rules() {
         assert_eq!(code_of("23514", "something_else"), None);
         assert_eq!(code_of("40P01", "order_items_quantity_range"), None);
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_unavailable_not_internal() {
+        let err = classify(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        assert_eq!(err.code(), ErrorCode::Unavailable);
     }
 
     #[test]

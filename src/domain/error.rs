@@ -12,11 +12,13 @@ pub enum ErrorCode {
     InvalidTransition,
     VersionConflict,
     ProductUnavailable,
+    /// Overloaded: nothing was written, retry with backoff.
+    Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -25,6 +27,7 @@ impl ErrorCode {
         ErrorCode::InvalidTransition,
         ErrorCode::VersionConflict,
         ErrorCode::ProductUnavailable,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::InvalidTransition => "INVALID_TRANSITION",
             ErrorCode::VersionConflict => "VERSION_CONFLICT",
             ErrorCode::ProductUnavailable => "PRODUCT_UNAVAILABLE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -67,6 +71,9 @@ pub enum DomainError {
     BadInput(String),
     #[error("the customer of this token no longer exists")]
     UnknownCustomer,
+    /// No database connection became free in time: the instance is overloaded.
+    #[error("the service is busy; nothing was changed, try again shortly")]
+    Busy,
     /// Anything unexpected: logged in full where it happens, shown as "internal error".
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -82,6 +89,7 @@ impl DomainError {
             DomainError::ProductUnavailable => ErrorCode::ProductUnavailable,
             DomainError::BadInput(_) => ErrorCode::BadUserInput,
             DomainError::UnknownCustomer => ErrorCode::Unauthenticated,
+            DomainError::Busy => ErrorCode::Unavailable,
             DomainError::Internal(_) => ErrorCode::Internal,
         }
     }
