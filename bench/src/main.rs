@@ -59,6 +59,10 @@ struct Args {
     /// Seconds each timed run lasts (quick: 3).
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
+    /// Seconds of untimed writes before the first scenario, so that freshly started JVMs (Kafka,
+    /// Connect) have compiled their hot paths and Postgres has its pages cached (quick: 0).
+    #[arg(long, default_value_t = 20)]
+    warmup_secs: u64,
     /// latency: mutations per second, open loop.
     #[arg(long, value_delimiter = ',', default_value = "50,500,2000")]
     rates: Vec<u64>,
@@ -171,6 +175,9 @@ async fn run(args: Args) -> Result<()> {
         "[bench] instance 1 on {} (pid {}), instance 2 on {} (pid {})",
         s1.port, s1.pid, s2.port, s2.pid
     );
+    if !quick && args.warmup_secs > 0 {
+        warm_up(&ctx, &s1, &s2, args.warmup_secs).await?;
+    }
     for scenario in &args.scenarios {
         let started = Instant::now();
         let report = match scenario.as_str() {
@@ -377,6 +384,42 @@ async fn create_orders(ctx: &Ctx, server: &Server, n: usize, item: bool) -> Resu
         .collect::<Vec<_>>()
         .await;
     ids.into_iter().collect()
+}
+
+/// Untimed setItemQuantity mutations at 200/s over 50 orders for `secs` seconds, then waits
+/// until instance 2 has consumed the backlog.
+async fn warm_up(ctx: &Ctx, s1: &Server, s2: &Server, secs: u64) -> Result<()> {
+    const RATE: u64 = 200;
+    eprintln!("[bench] warming up the stack: {RATE} writes/s for {secs} s");
+    let orders = create_orders(ctx, s1, 50, true).await?;
+    let period = Duration::from_secs_f64(1.0 / RATE as f64);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..(RATE * secs) as usize {
+        tokio::time::sleep_until((started + period * k as u32).into()).await;
+        let (http, base, token) = (ctx.http.clone(), s1.base.clone(), ctx.token.clone());
+        let vars = json!({ "o": orders[k % orders.len()], "p": ctx.products[0], "q": 1 + k % 999 });
+        tasks.push(tokio::spawn(async move {
+            gql(
+                &http,
+                &base,
+                &token,
+                "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }",
+                vars,
+            )
+            .await
+        }));
+    }
+    let failed = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| !matches!(r, Ok(Ok(_))))
+        .count();
+    if failed > 0 {
+        eprintln!("[bench] warm-up: {failed} writes failed");
+    }
+    s2.settle().await;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- WebSocket subscriptions
