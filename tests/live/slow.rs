@@ -104,7 +104,8 @@ async fn a_subscriber_that_never_reads_does_not_delay_the_others() {
         "F was delayed: it got a change {max_lag:?} after its write"
     );
 
-    // Now S reads again: maybe some queued in-order states, then the newest state as a resync.
+    // Now S reads again: maybe some queued in-order states, then a resync, then (when the resync
+    // came early) the remaining changes in order.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen: Vec<Update> = Vec::new();
     loop {
@@ -139,12 +140,10 @@ async fn a_subscriber_that_never_reads_does_not_delay_the_others() {
         in_order < seen.len(),
         "S got all {CHANGES} changes in order without a resync: nothing overflowed (raise CHANGES?)"
     );
+    // The resync may come before the last writes were consumed (when the socket drained a
+    // little while S's queue was overflowing); what follows it is then live and in order.
     let newest = seen.last().unwrap();
-    assert!(
-        newest.resync,
-        "S's state for the final version v{last} is a resync: {}",
-        newest.brief()
-    );
+    assert_eq!(newest.version, last);
     assert_eq!(newest.state(), db_state(&app, &order).await);
     slow.expect_silence("s", Duration::from_millis(500)).await;
     slow.close().await;
