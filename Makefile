@@ -54,4 +54,4 @@ bench: stack ## Benchmarks on the real stack, results in target/bench/ (BENCH_AR
 	$(CARGO) build --release --locked -p ordercast -p ordercast-bench
 	$(RELEASE_DIR)/ordercast migrate
 	$(RELEASE_DIR)/ordercast seed
-	ulimit -n $$(ulimit -Hn); $(RELEASE_DIR)/ordercast-bench --server-bin $(RELEASE_DIR)/ordercast $(BENCH_ARGS)
+	$(RELEASE_DIR)/ordercast-bench --server-bin $(RELEASE_DIR)/ordercast $(BENCH_ARGS)

@@ -340,6 +340,10 @@ impl Server {
 
 // ---------------------------------------------------------------- GraphQL over HTTP
 
+/// The change the warm-up and the fan-out make: one order's version goes up by one.
+const SET_QUANTITY: &str =
+    "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }";
+
 async fn gql(ctx_http: &reqwest::Client, base: &str, token: &str, query: &str, variables: Value) -> Result<Value> {
     let resp: Value = ctx_http
         .post(format!("{base}/graphql"))
@@ -400,14 +404,7 @@ async fn warm_up(ctx: &Ctx, s1: &Server, s2: &Server, secs: u64) -> Result<()> {
         let (http, base, token) = (ctx.http.clone(), s1.base.clone(), ctx.token.clone());
         let vars = json!({ "o": orders[k % orders.len()], "p": ctx.products[0], "q": 1 + k % 999 });
         tasks.push(tokio::spawn(async move {
-            gql(
-                &http,
-                &base,
-                &token,
-                "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }",
-                vars,
-            )
-            .await
+            gql(&http, &base, &token, SET_QUANTITY, vars).await
         }));
     }
     let failed = futures::future::join_all(tasks)
@@ -1025,7 +1022,7 @@ async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Value> {
                         &ctx.http,
                         &s1.base,
                         &ctx.token,
-                        "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }",
+                        SET_QUANTITY,
                         json!({ "o": order, "p": ctx.products[0], "q": 2 + r }),
                     )
                 })

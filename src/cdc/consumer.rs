@@ -242,12 +242,10 @@ fn partitions_of(consumer: &CdcConsumer, topic: &str) -> Option<Vec<i32>> {
 /// Splits commit-to-push latency into its stages: Debezium and Connect (commit to the Kafka
 /// record timestamp), then Kafka to this instance (the rest, up to decoding here).
 fn record_pipeline_latency(version: &crate::domain::OrderVersion, kafka_timestamp_ms: Option<i64>) {
-    let Some(committed_at_ms) = version.committed_at_ms else {
-        return;
-    };
-    let seconds_since = |ms: i64| (ms - committed_at_ms).max(0) as f64 / 1000.0;
-    if let Some(kafka_ms) = kafka_timestamp_ms {
-        metrics::histogram!(metric::CDC_COMMIT_TO_KAFKA).record(seconds_since(kafka_ms));
+    if let Some(seconds) = kafka_timestamp_ms.and_then(|ms| version.seconds_after_commit(ms)) {
+        metrics::histogram!(metric::CDC_COMMIT_TO_KAFKA).record(seconds);
     }
-    metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME).record(seconds_since(chrono::Utc::now().timestamp_millis()));
+    if let Some(seconds) = version.seconds_after_commit(chrono::Utc::now().timestamp_millis()) {
+        metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME).record(seconds);
+    }
 }

@@ -69,6 +69,13 @@ impl OrderVersion {
             committed_at_ms: None,
         }
     }
+
+    /// Seconds from the Postgres commit to `at_ms` (Unix milliseconds), when the commit time is
+    /// known; never negative, as clocks of different hosts may disagree by a little.
+    pub fn seconds_after_commit(&self, at_ms: i64) -> Option<f64> {
+        self.committed_at_ms
+            .map(|committed| (at_ms - committed).max(0) as f64 / 1000.0)
+    }
 }
 
 #[derive(Deserialize)]

@@ -248,9 +248,8 @@ impl VersionTracker {
 }
 
 fn record_push_latency(version: &OrderVersion) {
-    if let Some(committed_at_ms) = version.committed_at_ms {
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        metrics::histogram!(metric::LIVE_COMMIT_TO_PUSH).record((now_ms - committed_at_ms).max(0) as f64 / 1000.0);
+    if let Some(seconds) = version.seconds_after_commit(chrono::Utc::now().timestamp_millis()) {
+        metrics::histogram!(metric::LIVE_COMMIT_TO_PUSH).record(seconds);
     }
 }
 
