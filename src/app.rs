@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::auth::TokenKeys;
 use crate::cdc::{self, CdcConfig, CdcStatus};
 use crate::config::ServeConfig;
+use crate::graphql::LiveExecutor;
 use crate::http::{router, AppState};
 use crate::live::Hub;
 use crate::{db, graphql, telemetry};
@@ -54,8 +55,10 @@ impl Application {
         let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
         let (shutdown, shutdown_watch) = watch::channel(false);
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
+        let live = LiveExecutor::new(schema.clone(), pool.clone(), hub.clone(), config.live.render_cache);
         let state = AppState {
             schema,
+            live,
             db: pool,
             keys,
             cdc: cdc_status.clone(),

@@ -104,6 +104,10 @@ pub struct LiveConfig {
     /// Updates queued per subscriber before it is resynced instead.
     #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
     pub subscriber_queue: usize,
+    /// Rendered live updates kept for reuse: subscribers with the same selection
+    /// of the same order share one rendering of each version.
+    #[arg(long, env = "ORDERCAST_RENDER_CACHE", default_value_t = 4_096)]
+    pub render_cache: usize,
     /// How long a WebSocket client may take to send `connection_init` (close 4408 after).
     #[arg(long, env = "ORDERCAST_WS_INIT_TIMEOUT_MS", default_value_t = 3_000)]
     pub ws_init_timeout_ms: u64,
@@ -127,6 +131,7 @@ impl Default for LiveConfig {
             cdc_topic: "ordercast.public.order_versions".to_owned(),
             cdc_heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
             subscriber_queue: 128,
+            render_cache: 4_096,
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_graphql::http::WebSocketProtocols;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::Data;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{AuthError, TokenKeys};
 use crate::cdc::CdcStatus;
 use crate::domain::ErrorCode;
-use crate::graphql::{error_response_body, AppSchema, RequestAuth};
+use crate::graphql::{error_response_body, operation_type, AppSchema, LiveExecutor, RequestAuth};
 use crate::ws::{self, WsSettings};
 use crate::{db, playground, telemetry};
 
@@ -30,6 +30,8 @@ use crate::{db, playground, telemetry};
 #[derive(Clone)]
 pub struct AppState {
     pub schema: AppSchema,
+    /// Runs graphql-transport-ws operations (subscriptions rendered once per selection).
+    pub live: LiveExecutor,
     pub db: DatabaseConnection,
     pub keys: Arc<TokenKeys>,
     pub cdc: Arc<CdcStatus>,
@@ -171,7 +173,7 @@ async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> R
 }
 
 async fn serve_transport(socket: WebSocket, state: AppState) {
-    ws::serve(socket, state.schema, state.keys, state.ws, state.shutdown).await;
+    ws::serve(socket, state.live, state.keys, state.ws, state.shutdown).await;
 }
 
 async fn serve_legacy(socket: WebSocket, state: AppState) {
@@ -240,16 +242,7 @@ pub fn request_auth(keys: &TokenKeys, headers: &HeaderMap) -> RequestAuth {
 /// True unless the document is valid and its operation to run is not a query.
 /// Invalid documents go on to execution, which reports them precisely.
 fn is_query_operation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return true;
-    };
-    let operation = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations.values().next(),
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_none_or(|operation| operation.node.ty == OperationType::Query)
+    operation_type(&request.query, request.operation_name.as_deref()).is_none_or(|ty| ty == OperationType::Query)
 }
 
 fn transport_error(status: StatusCode, message: &str) -> Response {

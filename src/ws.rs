@@ -5,14 +5,14 @@
 //! 4409 duplicate operation id, 4429 a second `connection_init`, 1001 shutdown.
 //!
 //! One task per connection multiplexes the client's messages, the results of
-//! its operations (each an async-graphql stream) and a keep-alive ping. While
+//! its operations (each a stream of serialised payloads from
+//! `graphql::LiveExecutor`) and a keep-alive ping. While
 //! the socket cannot take more, no operation is polled, so a slow client backs
 //! up into its own hub queues and is resynced there; nobody else waits.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Response, ServerError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{self, BoxStream, StreamExt};
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamMap;
 
 use crate::auth::{AuthError, Caller, TokenKeys};
-use crate::graphql::{AppSchema, RequestAuth};
+use crate::graphql::{LiveExecutor, Output};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -75,12 +75,12 @@ enum ClientMessage {
 }
 
 /// An operation's output: a result, or the end of its stream.
-type Operation = BoxStream<'static, Option<Response>>;
+type Operation = BoxStream<'static, Option<Output>>;
 
 /// Serves one graphql-transport-ws connection until it closes.
 pub async fn serve(
     mut socket: WebSocket,
-    schema: AppSchema,
+    live: LiveExecutor,
     keys: Arc<TokenKeys>,
     settings: WsSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -107,7 +107,7 @@ pub async fn serve(
                         break Close::new(4400, "Invalid message received");
                     }
                 };
-                match handle(message, &mut caller, &mut operations, &schema, &keys) {
+                match handle(message, &mut caller, &mut operations, &live, &keys) {
                     Ok(Some(reply)) => {
                         if send(&mut socket, reply).await.is_err() {
                             return;
@@ -118,21 +118,15 @@ pub async fn serve(
                 }
             }
             Some((id, output)) = operations.next(), if !operations.is_empty() => {
-                let reply = match output {
-                    Some(response) => {
-                        let reply = result_message(&id, response);
-                        if reply["type"] == "error" {
-                            // `error` ends the operation; no `complete` follows it.
-                            operations.remove(&id);
-                        }
-                        reply
-                    }
-                    None => {
-                        operations.remove(&id);
-                        json!({ "id": id, "type": "complete" })
-                    }
+                let reply = match &output {
+                    Some(output) => result_message(&id, output),
+                    None => json!({ "id": id, "type": "complete" }).to_string(),
                 };
-                if send(&mut socket, reply).await.is_err() {
+                if !matches!(output, Some(Output::Next(_))) {
+                    // `error` ends the operation; no `complete` follows it.
+                    operations.remove(&id);
+                }
+                if send_text(&mut socket, reply).await.is_err() {
                     return;
                 }
             }
@@ -159,7 +153,7 @@ fn handle(
     message: ClientMessage,
     caller: &mut Option<Caller>,
     operations: &mut StreamMap<String, Operation>,
-    schema: &AppSchema,
+    live: &LiveExecutor,
     keys: &TokenKeys,
 ) -> Result<Option<Value>, Close> {
     match message {
@@ -184,9 +178,8 @@ fn handle(
             if operations.contains_key(&id) {
                 return Err(Close::new(4409, format!("Subscriber for {id} already exists")));
             }
-            let request = payload.data(RequestAuth::Authenticated(caller));
-            let results = schema
-                .execute_stream(request)
+            let results = live
+                .execute(*payload, caller)
                 .map(Some)
                 .chain(stream::once(async { None }));
             operations.insert(id, results.boxed());
@@ -200,18 +193,31 @@ fn handle(
 }
 
 /// `error` for an operation that failed before producing any data (the
-/// protocol's "operation execution error"), `next` for everything else.
-fn result_message(id: &str, response: Response) -> Value {
-    if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-        let errors: Vec<&ServerError> = response.errors.iter().collect();
-        json!({ "id": id, "type": "error", "payload": errors })
-    } else {
-        json!({ "id": id, "type": "next", "payload": response })
-    }
+/// protocol's "operation execution error"), `next` for everything else. The
+/// payload is already JSON, often shared by many subscribers: it is spliced in.
+fn result_message(id: &str, output: &Output) -> String {
+    let (kind, payload) = match output {
+        Output::Next(payload) => ("next", payload),
+        Output::Error(payload) => ("error", payload),
+    };
+    let id = Value::from(id).to_string();
+    let mut message = String::with_capacity(id.len() + payload.len() + 32);
+    message.push_str(r#"{"id":"#);
+    message.push_str(&id);
+    message.push_str(r#","type":""#);
+    message.push_str(kind);
+    message.push_str(r#"","payload":"#);
+    message.push_str(payload);
+    message.push('}');
+    message
 }
 
 async fn send(socket: &mut WebSocket, message: Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(Utf8Bytes::from(message.to_string()))).await
+    send_text(socket, message.to_string()).await
+}
+
+async fn send_text(socket: &mut WebSocket, message: String) -> Result<(), axum::Error> {
+    socket.send(Message::Text(Utf8Bytes::from(message))).await
 }
 
 /// Authenticates a WebSocket from its `connection_init` payload,
@@ -246,6 +252,22 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<ClientMessage>(invalid).is_err(), "{invalid}");
         }
+    }
+
+    #[test]
+    fn result_messages_splice_the_payload_into_valid_json() {
+        let next = result_message("a\"1", &Output::Next(r#"{"data":{"x":1}}"#.into()));
+        let next: Value = serde_json::from_str(&next).unwrap();
+        assert_eq!(
+            next,
+            json!({ "id": "a\"1", "type": "next", "payload": { "data": { "x": 1 } } })
+        );
+        let error = result_message("2", &Output::Error(r#"[{"message":"no"}]"#.into()));
+        let error: Value = serde_json::from_str(&error).unwrap();
+        assert_eq!(
+            error,
+            json!({ "id": "2", "type": "error", "payload": [{ "message": "no" }] })
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod context;
 mod cursor;
 mod errors;
+mod live;
 mod mutation;
 mod query;
 mod subscription;
@@ -12,11 +13,13 @@ mod types;
 
 use std::sync::Arc;
 
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 
 pub use context::RequestAuth;
 pub use errors::{error_response_body, ErrorCodes};
+pub use live::{LiveExecutor, Output};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
@@ -45,6 +48,19 @@ pub fn build_schema(db: DatabaseConnection, hub: Arc<Hub>, limits: &Limits) -> A
         .limit_recursive_depth(32)
         .limit_directives(16)
         .finish()
+}
+
+/// The type of the operation a request runs, or `None` when the document does
+/// not parse or does not name one operation; execution then reports why.
+pub fn operation_type(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.map(|operation| operation.node.ty)
 }
 
 /// The SDL that `schema.graphql` at the repository root must equal.

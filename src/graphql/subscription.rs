@@ -1,12 +1,13 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, Result, Subscription, ID};
-use futures::{Stream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 
 use super::context::{caller, db};
+use super::live::LivePlan;
 use super::types::OrderUpdate;
 use crate::domain::parse_id;
-use crate::live::{self, Hub, LiveError};
+use crate::live::{self, Hub, LiveError, Topic};
 
 pub struct SubscriptionRoot;
 
@@ -23,29 +24,45 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         order_id: ID,
         after_version: Option<i32>,
-    ) -> Result<impl Stream<Item = Result<OrderUpdate>>> {
+    ) -> Result<BoxStream<'static, Result<OrderUpdate>>> {
         let caller = caller(ctx)?;
         let order_id = parse_id(&order_id, "order id")?;
-        let stream = live::order_updates(
-            db(ctx).clone(),
-            hub(ctx),
+        let after_version = after_version.map(i64::from);
+        Ok(follow(
+            ctx,
             caller,
-            order_id,
-            after_version.map(i64::from),
-        );
-        Ok(stream.map(to_graphql))
+            Topic::Order {
+                order_id,
+                after_version,
+            },
+        ))
     }
 
     /// Every order of the caller: a SNAPSHOT of each open or scheduled order,
     /// then every committed change of any of them, new orders included.
-    async fn my_order_updates(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = Result<OrderUpdate>>> {
+    async fn my_order_updates(&self, ctx: &Context<'_>) -> Result<BoxStream<'static, Result<OrderUpdate>>> {
         let caller = caller(ctx)?;
-        Ok(live::my_order_updates(db(ctx).clone(), hub(ctx), caller).map(to_graphql))
+        Ok(follow(ctx, caller, Topic::MyOrders))
     }
 }
 
-fn hub(ctx: &Context<'_>) -> Arc<Hub> {
-    ctx.data_unchecked::<Arc<Hub>>().clone()
+/// The topic's live stream, unless the WebSocket transport runs this request
+/// under a `LivePlan`: then the resolver only reports the topic, or resolves
+/// one update the transport already has.
+fn follow(ctx: &Context<'_>, caller: crate::auth::Caller, topic: Topic) -> BoxStream<'static, Result<OrderUpdate>> {
+    match ctx.data_opt::<LivePlan>() {
+        None => {
+            let hub = ctx.data_unchecked::<Arc<Hub>>().clone();
+            live::updates(db(ctx).clone(), hub, caller, topic)
+                .map(to_graphql)
+                .boxed()
+        }
+        Some(LivePlan::Discover(found)) => {
+            found.report(topic);
+            stream::empty().boxed()
+        }
+        Some(LivePlan::Render(item)) => stream::iter(item.take()).map(to_graphql).boxed(),
+    }
 }
 
 /// Keeps the original error as the GraphQL error's source, for its code.

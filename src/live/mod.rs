@@ -6,4 +6,4 @@ mod hub;
 mod stream;
 
 pub use hub::{Delivery, Hub, Subscription};
-pub use stream::{my_order_updates, order_updates, LiveError, Update};
+pub use stream::{updates, LiveError, Topic, Update};

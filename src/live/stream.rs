@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
+use futures::stream::{BoxStream, Stream, StreamExt};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
@@ -55,9 +55,34 @@ pub enum LiveError {
     Auth(#[from] AuthError),
 }
 
+/// What a subscription follows; the GraphQL layer derives it from the operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// One order, optionally resuming after a version the subscriber already has.
+    Order { order_id: Uuid, after_version: Option<i64> },
+    /// Every order of the caller.
+    MyOrders,
+}
+
+/// The updates of a topic, as one boxed stream whatever the topic.
+pub fn updates(
+    db: DatabaseConnection,
+    hub: Arc<Hub>,
+    caller: Caller,
+    topic: Topic,
+) -> BoxStream<'static, Result<Update, LiveError>> {
+    match topic {
+        Topic::Order {
+            order_id,
+            after_version,
+        } => order_updates(db, hub, caller, order_id, after_version).boxed(),
+        Topic::MyOrders => my_order_updates(db, hub, caller).boxed(),
+    }
+}
+
 /// Updates of one order: a SNAPSHOT (or, with `after_version`, the versions
 /// missed since), then every committed version in order.
-pub fn order_updates(
+fn order_updates(
     db: DatabaseConnection,
     hub: Arc<Hub>,
     caller: Caller,
@@ -85,7 +110,7 @@ pub fn order_updates(
 /// Updates of every order of the caller: a SNAPSHOT of each open or scheduled
 /// order, then every version committed after the subscription started of any
 /// of their orders, new ones included.
-pub fn my_order_updates(
+fn my_order_updates(
     db: DatabaseConnection,
     hub: Arc<Hub>,
     caller: Caller,

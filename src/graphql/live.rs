@@ -1,0 +1,296 @@
+//! Subscriptions for the WebSocket transport, rendered once per distinct
+//! selection and version instead of once per subscriber.
+//!
+//! async-graphql's `execute_stream` keeps a parsed document, variables and a
+//! query environment per subscription, and resolves and serialises every
+//! update for every subscriber. Ten thousand devices watching one order would
+//! each pay for the same JSON. So a subscription operation runs in two steps:
+//!
+//! 1. *Discover*: async-graphql executes the request once, fully (parsing,
+//!    validation, limits, argument coercion, authentication), with a
+//!    [`LivePlan::Discover`] attached; the resolver reports its [`Topic`]
+//!    instead of returning a stream. Errors come back exactly as without this.
+//! 2. *Follow*: the transport drives [`live::updates`] for that topic itself
+//!    and, for each update, asks the shared [`RenderCache`] for the frame's
+//!    payload. On a miss, async-graphql executes the request again with a
+//!    [`LivePlan::Render`] carrying that one update; the result is kept under
+//!    (customer, query, operation, variables, order, version, change, resync),
+//!    which determines it completely.
+//!
+//! Operations that are not subscriptions, and subscriptions whose document
+//! selects no or several topics, run through `execute_stream` unchanged.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Request, Response, Variables};
+use futures::stream::{BoxStream, StreamExt};
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use super::context::RequestAuth;
+use super::{operation_type, AppSchema};
+use crate::auth::Caller;
+use crate::domain::{ChangeKind, ErrorCode};
+use crate::live::{self, Hub, LiveError, Topic, Update};
+
+/// How the subscription resolvers behave in one execution; attached by this
+/// module as request data, absent for every other transport.
+pub(crate) enum LivePlan {
+    /// Report the topic and return an empty stream.
+    Discover(Discovered),
+    /// Resolve exactly this one item.
+    Render(RenderItem),
+}
+
+/// The topics a discovery execution reported.
+#[derive(Default, Clone)]
+pub(crate) struct Discovered(Arc<Mutex<Vec<Topic>>>);
+
+impl Discovered {
+    pub(crate) fn report(&self, topic: Topic) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(topic);
+    }
+
+    fn single(&self) -> Option<Topic> {
+        match self.0.lock().unwrap_or_else(PoisonError::into_inner).as_slice() {
+            [topic] => Some(*topic),
+            _ => None,
+        }
+    }
+}
+
+/// The item a render execution resolves.
+pub(crate) struct RenderItem(Mutex<Option<Result<Update, LiveError>>>);
+
+impl RenderItem {
+    /// The item on the first call, `None` after.
+    pub(crate) fn take(&self) -> Option<Result<Update, LiveError>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// One message of an operation, serialised: the `payload` of a
+/// graphql-transport-ws `next` or `error` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A GraphQL response (`{"data": ...}`, maybe with `errors`).
+    Next(Arc<str>),
+    /// The errors of an operation that failed without data; it is over.
+    Error(Arc<str>),
+}
+
+impl Output {
+    fn of(response: Response) -> Self {
+        if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+            Output::Error(to_json(&response.errors))
+        } else {
+            Output::Next(to_json(&response))
+        }
+    }
+
+    /// For the impossible case of a render execution that yields nothing.
+    fn internal() -> Self {
+        Output::Error(to_json(&serde_json::json!([
+            { "message": "internal error", "extensions": { "code": ErrorCode::Internal.as_str() } }
+        ])))
+    }
+}
+
+fn to_json(value: &impl serde::Serialize) -> Arc<str> {
+    serde_json::to_string(value)
+        .expect("GraphQL responses serialise to JSON")
+        .into()
+}
+
+/// Runs the WebSocket transport's operations; one per instance, cheap to clone.
+#[derive(Clone)]
+pub struct LiveExecutor {
+    schema: AppSchema,
+    db: DatabaseConnection,
+    hub: Arc<Hub>,
+    rendered: Arc<RenderCache>,
+}
+
+impl LiveExecutor {
+    /// `cached_renders` bounds how many rendered updates are kept for reuse.
+    pub fn new(schema: AppSchema, db: DatabaseConnection, hub: Arc<Hub>, cached_renders: usize) -> Self {
+        LiveExecutor {
+            schema,
+            db,
+            hub,
+            rendered: Arc::new(RenderCache::new(cached_renders)),
+        }
+    }
+
+    /// The messages of one operation sent by an authenticated connection.
+    pub fn execute(&self, request: Request, caller: Caller) -> BoxStream<'static, Output> {
+        if operation_type(&request.query, request.operation_name.as_deref()) != Some(OperationType::Subscription) {
+            let request = request.data(RequestAuth::Authenticated(caller));
+            return self.schema.execute_stream(request).map(Output::of).boxed();
+        }
+        let this = self.clone();
+        let selection = Arc::new(Selection::new(caller, request));
+        async_stream::stream! {
+            let discovered = Discovered::default();
+            let discovery = this.schema.execute_stream(selection.request().data(LivePlan::Discover(discovered.clone())));
+            if let Some(response) = Box::pin(discovery.into_future()).await.0 {
+                // The resolvers return no stream while discovering: this is an error.
+                yield Output::of(response);
+                return;
+            }
+            let Some(topic) = discovered.single() else {
+                for await response in this.schema.execute_stream(selection.request()) {
+                    yield Output::of(response);
+                }
+                return;
+            };
+            for await item in live::updates(this.db.clone(), this.hub.clone(), selection.caller, topic) {
+                match item {
+                    Ok(update) => yield Box::pin(this.rendered.render(&this.schema, &selection, update)).await,
+                    Err(error) => {
+                        yield Box::pin(render(&this.schema, &selection, Err(error))).await;
+                        return;
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// What a subscription's updates are rendered from: everything of the request
+/// that can change the output. The operation's document is parsed again per
+/// render rather than kept per subscriber.
+struct Selection {
+    caller: Caller,
+    query: String,
+    operation_name: Option<String>,
+    variables: Variables,
+    /// `variables` as JSON, for equality.
+    variables_json: String,
+    hash: u64,
+}
+
+impl Selection {
+    fn new(caller: Caller, request: Request) -> Self {
+        let variables_json = serde_json::to_string(&request.variables).unwrap_or_default();
+        let mut hasher = DefaultHasher::new();
+        (
+            caller.customer_id,
+            &request.query,
+            &request.operation_name,
+            &variables_json,
+        )
+            .hash(&mut hasher);
+        Selection {
+            caller,
+            query: request.query,
+            operation_name: request.operation_name,
+            variables: request.variables,
+            variables_json,
+            hash: hasher.finish(),
+        }
+    }
+
+    fn request(&self) -> Request {
+        let mut request = Request::new(self.query.clone()).variables(self.variables.clone());
+        request.operation_name = self.operation_name.clone();
+        request.data(RequestAuth::Authenticated(self.caller))
+    }
+
+    fn renders_like(&self, other: &Selection) -> bool {
+        self.hash == other.hash
+            && self.caller.customer_id == other.caller.customer_id
+            && self.query == other.query
+            && self.operation_name == other.operation_name
+            && self.variables_json == other.variables_json
+    }
+}
+
+/// Identifies a rendered update: the same key always renders the same JSON.
+#[derive(Clone)]
+struct RenderKey {
+    selection: Arc<Selection>,
+    order_id: Uuid,
+    version: i64,
+    change: ChangeKind,
+    resync: bool,
+}
+
+impl RenderKey {
+    fn new(selection: &Arc<Selection>, update: &Update) -> Self {
+        RenderKey {
+            selection: selection.clone(),
+            order_id: update.version.order_id,
+            version: update.version.version,
+            change: update.version.change,
+            resync: update.resync,
+        }
+    }
+}
+
+impl PartialEq for RenderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.order_id == other.order_id
+            && self.version == other.version
+            && self.change == other.change
+            && self.resync == other.resync
+            && (Arc::ptr_eq(&self.selection, &other.selection) || self.selection.renders_like(&other.selection))
+    }
+}
+
+impl Eq for RenderKey {}
+
+impl Hash for RenderKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (
+            self.selection.hash,
+            self.order_id,
+            self.version,
+            self.change,
+            self.resync,
+        )
+            .hash(state);
+    }
+}
+
+/// Rendered updates, shared by all subscriptions of an instance. Concurrent
+/// misses on one key render once; the others wait for that result.
+pub(crate) struct RenderCache {
+    entries: quick_cache::sync::Cache<RenderKey, Output>,
+}
+
+impl RenderCache {
+    fn new(capacity: usize) -> Self {
+        RenderCache {
+            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    async fn render(&self, schema: &AppSchema, selection: &Arc<Selection>, update: Update) -> Output {
+        let key = RenderKey::new(selection, &update);
+        let rendered = self
+            .entries
+            .get_or_insert_async(&key, async {
+                Ok::<_, std::convert::Infallible>(render(schema, selection, Ok(update)).await)
+            })
+            .await;
+        match rendered {
+            Ok(output) => output,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Executes the selection for one item.
+async fn render(schema: &AppSchema, selection: &Selection, item: Result<Update, LiveError>) -> Output {
+    let request = selection
+        .request()
+        .data(LivePlan::Render(RenderItem(Mutex::new(Some(item)))));
+    match schema.execute_stream(request).into_future().await.0 {
+        Some(response) => Output::of(response),
+        None => Output::internal(),
+    }
+}
