@@ -90,6 +90,10 @@ pub async fn serve(
     let init_deadline = tokio::time::sleep(settings.init_timeout);
     tokio::pin!(init_deadline);
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + settings.keepalive, settings.keepalive);
+    // Created once: a fresh `changed()` per loop turn would join and leave the
+    // watch's waiter list, shared by every connection, on every message.
+    let shutting_down = shutdown.changed();
+    tokio::pin!(shutting_down);
 
     let close = loop {
         tokio::select! {
@@ -138,7 +142,7 @@ pub async fn serve(
                     return;
                 }
             }
-            _ = shutdown.changed() => break Close::new(1001, "Server shutting down"),
+            _ = &mut shutting_down => break Close::new(1001, "Server shutting down"),
         }
     };
     let frame = CloseFrame {
@@ -200,7 +204,12 @@ fn result_message(id: &str, output: &Output) -> String {
         Output::Next(payload) => ("next", payload),
         Output::Error(payload) => ("error", payload),
     };
-    let id = Value::from(id).to_string();
+    let plain = id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let id = if plain {
+        format!("\"{id}\"")
+    } else {
+        Value::from(id).to_string()
+    };
     let mut message = String::with_capacity(id.len() + payload.len() + 32);
     message.push_str(r#"{"id":"#);
     message.push_str(&id);

@@ -478,9 +478,12 @@ async fn expect_frame(ws: &mut Ws, kind: &str) -> Result<Value> {
 /// Reads `next` frames until `stop`, recording (version, arrival); answers protocol pings.
 async fn collect(mut ws: Ws, mut stop: watch::Receiver<bool>, received: Arc<AtomicU64>) -> Vec<(i64, Instant)> {
     let mut seen = Vec::new();
+    // One `changed()` for the whole run: a new one per message would contend on the watch.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             msg = ws.next() => {
                 let now = Instant::now();
                 let Some(Ok(msg)) = msg else { break };

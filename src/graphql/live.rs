@@ -148,7 +148,10 @@ impl LiveExecutor {
             };
             for await item in live::updates(this.db.clone(), this.hub.clone(), selection.caller, topic) {
                 match item {
-                    Ok(update) => yield Box::pin(this.rendered.render(&this.schema, &selection, update)).await,
+                    Ok(update) => match this.rendered.cached(&selection, &update) {
+                        Some(output) => yield output,
+                        None => yield Box::pin(this.rendered.render(&this.schema, &selection, update)).await,
+                    },
                     Err(error) => {
                         yield Box::pin(render(&this.schema, &selection, Err(error))).await;
                         return;
@@ -269,6 +272,12 @@ impl RenderCache {
         }
     }
 
+    /// The rendered update if it is cached (the common case of a fan-out, and
+    /// no allocation), else `None`.
+    fn cached(&self, selection: &Arc<Selection>, update: &Update) -> Option<Output> {
+        self.entries.get(&RenderKey::new(selection, update))
+    }
+
     async fn render(&self, schema: &AppSchema, selection: &Arc<Selection>, update: Update) -> Output {
         let key = RenderKey::new(selection, &update);
         let rendered = self
@@ -292,5 +301,100 @@ async fn render(schema: &AppSchema, selection: &Selection, item: Result<Update, 
     match schema.execute_stream(request).into_future().await.0 {
         Some(response) => Output::of(response),
         None => Output::internal(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::DefaultHasher;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::domain::{OrderVersion, OrderView};
+
+    fn selection(customer_id: Uuid, query: &str, variables: serde_json::Value) -> Arc<Selection> {
+        let caller = Caller {
+            customer_id,
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+        };
+        let request = Request::new(query).variables(Variables::from_json(variables));
+        Arc::new(Selection::new(caller, request))
+    }
+
+    fn update(customer_id: Uuid, version: i64, resync: bool) -> Update {
+        let now = chrono::Utc::now();
+        let order = entity::orders::Model {
+            id: Uuid::nil(),
+            customer_id,
+            status: entity::OrderStatus::Open,
+            delivery_window_start: None,
+            delivery_window_end: None,
+            cancel_reason: None,
+            version,
+            version_xact: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let version = OrderVersion::snapshot(OrderView {
+            order,
+            items: Vec::new(),
+        });
+        Update {
+            version: Arc::new(version),
+            resync,
+        }
+    }
+
+    fn hash(key: &RenderKey) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn keys_are_equal_exactly_when_the_rendering_must_be() {
+        let customer = Uuid::now_v7();
+        let query = "subscription($o: ID!) { orderUpdates(orderId: $o) { version } }";
+        let base = selection(customer, query, serde_json::json!({ "o": "1" }));
+        let key = RenderKey::new(&base, &update(customer, 2, false));
+        let same = RenderKey::new(
+            &selection(customer, query, serde_json::json!({ "o": "1" })),
+            &update(customer, 2, false),
+        );
+        assert!(
+            key == same && hash(&key) == hash(&same),
+            "same contents, other allocation"
+        );
+        for (what, other) in [
+            (
+                "customer",
+                RenderKey::new(
+                    &selection(Uuid::now_v7(), query, serde_json::json!({ "o": "1" })),
+                    &update(customer, 2, false),
+                ),
+            ),
+            (
+                "variables",
+                RenderKey::new(
+                    &selection(customer, query, serde_json::json!({ "o": "2" })),
+                    &update(customer, 2, false),
+                ),
+            ),
+            (
+                "query",
+                RenderKey::new(
+                    &selection(
+                        customer,
+                        "subscription { myOrderUpdates { version } }",
+                        serde_json::json!({}),
+                    ),
+                    &update(customer, 2, false),
+                ),
+            ),
+            ("version", RenderKey::new(&base, &update(customer, 3, false))),
+            ("resync", RenderKey::new(&base, &update(customer, 2, true))),
+        ] {
+            assert!(key != other, "a different {what} renders differently");
+        }
     }
 }

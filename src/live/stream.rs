@@ -201,8 +201,18 @@ fn follow(
                 continue;
             }
             if let Delivery::Version(version) = delivery {
-                for update in Box::pin(tracker.accept(&db, version)).await {
-                    yield Ok(update);
+                match tracker.step(&version) {
+                    Step::Stale => {}
+                    Step::Next => {
+                        let update = Update::live(version);
+                        tracker.delivered(&update);
+                        yield Ok(update);
+                    }
+                    Step::Gap { last } => {
+                        for update in Box::pin(tracker.fill_gap(&db, last, version)).await {
+                            yield Ok(update);
+                        }
+                    }
                 }
             }
         }
@@ -244,32 +254,49 @@ impl VersionTracker {
         self.last_sent.insert(update.version.order_id, update.version.version);
     }
 
-    /// What to send for a delivered version: nothing (already sent), it, or
-    /// the versions of a gap followed by it. A gap whose history is gone is
-    /// skipped with a resync: the delivered state is whole and newer.
-    async fn accept(&mut self, db: &DatabaseConnection, version: Arc<OrderVersion>) -> Vec<Update> {
-        let last = self.last_sent.get(&version.order_id).copied();
+    /// What a delivered version means for this subscriber.
+    fn step(&self, version: &OrderVersion) -> Step {
+        match self.last_sent.get(&version.order_id).copied() {
+            Some(last) if version.version <= last => Step::Stale,
+            Some(last) if version.version > last + 1 => Step::Gap { last },
+            _ => Step::Next,
+        }
+    }
+
+    /// Records a live update as sent.
+    fn delivered(&mut self, update: &Update) {
+        self.sent(update);
+        record_push_latency(&update.version);
+    }
+
+    /// The versions after `last` up to `version`, read back from
+    /// `order_versions`; if that history is gone, only `version` with a
+    /// resync: it is whole and newer.
+    async fn fill_gap(&mut self, db: &DatabaseConnection, last: i64, version: Arc<OrderVersion>) -> Vec<Update> {
+        let missed = db::order_versions_between(db, version.order_id, last, version.version - 1).await;
         let mut updates = Vec::new();
-        match last {
-            Some(last) if version.version <= last => return updates,
-            Some(last) if version.version > last + 1 => {
-                let missed = db::order_versions_between(db, version.order_id, last, version.version - 1).await;
-                match missed {
-                    Ok(missed) if is_contiguous(&missed, last, version.version - 1) => {
-                        updates.extend(missed.into_iter().map(|v| Update::live(Arc::new(v))));
-                        updates.push(Update::live(version));
-                    }
-                    _ => updates.push(Update { version, resync: true }),
-                }
+        match missed {
+            Ok(missed) if is_contiguous(&missed, last, version.version - 1) => {
+                updates.extend(missed.into_iter().map(|v| Update::live(Arc::new(v))));
+                updates.push(Update::live(version));
             }
-            _ => updates.push(Update::live(version)),
+            _ => updates.push(Update { version, resync: true }),
         }
         for update in &updates {
-            self.sent(update);
-            record_push_latency(&update.version);
+            self.delivered(update);
         }
         updates
     }
+}
+
+/// See `VersionTracker::step`.
+enum Step {
+    /// At or below what was sent: a redelivery, dropped.
+    Stale,
+    /// Exactly the next version.
+    Next,
+    /// Versions between `last` and this one are missing.
+    Gap { last: i64 },
 }
 
 fn record_push_latency(version: &OrderVersion) {

@@ -12,4 +12,5 @@ mod fanout;
 mod latency;
 mod protocol;
 mod resume;
+mod shared;
 mod slow;
