@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_catalog;
 mod m20261125_000002_orders;
 mod m20261125_000003_order_versions;
+mod m20261126_000004_cheaper_version_records;
 
 /// Applies the ordercast schema in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_catalog::Migration),
             Box::new(m20261125_000002_orders::Migration),
             Box::new(m20261125_000003_order_versions::Migration),
+            Box::new(m20261126_000004_cheaper_version_records::Migration),
         ]
     }
 }

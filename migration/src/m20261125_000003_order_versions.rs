@@ -10,7 +10,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const UP: &str = r#"
+const TABLE: &str = r#"
 CREATE TABLE order_versions (
     order_id     uuid        NOT NULL,
     version      bigint      NOT NULL,
@@ -24,17 +24,23 @@ CREATE TABLE order_versions (
         'CREATED', 'ITEM_ADDED', 'ITEM_CHANGED', 'ITEM_REMOVED', 'SCHEDULED', 'REOPENED', 'CANCELLED', 'UPDATED'))
 );
 CREATE INDEX order_versions_customer_idx ON order_versions (customer_id, order_id);
+"#;
 
+/// The first definition of `order_state`; `m20261126_000004` replaces it and restores it on the way down.
+pub(crate) const ORDER_STATE: &str = r#"
 -- The order as one JSON document: the format live updates and resumes decode.
-CREATE FUNCTION order_state(target uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
+CREATE OR REPLACE FUNCTION order_state(target uuid) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT to_jsonb(o) - 'version_xact' || jsonb_build_object('items', COALESCE((
         SELECT jsonb_agg(to_jsonb(i) || jsonb_build_object('product', to_jsonb(p)) ORDER BY i.created_at, i.id)
         FROM order_items i JOIN products p ON p.id = i.product_id
         WHERE i.order_id = o.id), '[]'::jsonb))
     FROM orders o WHERE o.id = target
 $$;
+"#;
 
-CREATE FUNCTION order_versions_record() RETURNS trigger LANGUAGE plpgsql AS $$
+/// The first definition of `order_versions_record`; see `ORDER_STATE`.
+pub(crate) const RECORD_VERSION: &str = r#"
+CREATE OR REPLACE FUNCTION order_versions_record() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     current orders%ROWTYPE;
     state jsonb;
@@ -68,7 +74,9 @@ BEGIN
     VALUES (current.id, current.version, current.customer_id, kind, state);
     RETURN NULL;
 END $$;
+"#;
 
+const TRIGGER_AND_BACKFILL: &str = r#"
 -- At COMMIT, after every statement of the transaction: the row records its final state.
 CREATE CONSTRAINT TRIGGER order_versions_record AFTER INSERT OR UPDATE ON orders
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION order_versions_record();
@@ -89,7 +97,10 @@ DROP FUNCTION order_state(uuid);
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
+        let db = manager.get_connection();
+        for statements in [TABLE, ORDER_STATE, RECORD_VERSION, TRIGGER_AND_BACKFILL] {
+            db.execute_unprepared(statements).await?;
+        }
         Ok(())
     }
 
