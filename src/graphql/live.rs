@@ -20,8 +20,8 @@
 //! Operations that are not subscriptions, and subscriptions whose document
 //! selects no or several topics, run through `execute_stream` unchanged.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Request, Response, Variables};
@@ -178,22 +178,22 @@ struct Selection {
 
 impl Selection {
     fn new(caller: Caller, request: Request) -> Self {
+        /// Keyed once per process, so clients cannot choose colliding selections.
+        static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
         let variables_json = serde_json::to_string(&request.variables).unwrap_or_default();
-        let mut hasher = DefaultHasher::new();
-        (
+        let hash = HASHER.hash_one((
             caller.customer_id,
             &request.query,
             &request.operation_name,
             &variables_json,
-        )
-            .hash(&mut hasher);
+        ));
         Selection {
             caller,
             query: request.query,
             operation_name: request.operation_name,
             variables: request.variables,
             variables_json,
-            hash: hasher.finish(),
+            hash,
         }
     }
 
@@ -306,7 +306,7 @@ async fn render(schema: &AppSchema, selection: &Selection, item: Result<Update, 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::hash_map::DefaultHasher;
+    use std::hash::DefaultHasher;
     use std::time::{Duration, SystemTime};
 
     use super::*;
