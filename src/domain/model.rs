@@ -44,6 +44,30 @@ pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, DomainError> {
 }
 
 #[cfg(test)]
+impl OrderView {
+    /// An open order without items, for unit tests that only need a version to route.
+    pub(crate) fn empty_open(order_id: Uuid, customer_id: CustomerId, version: i64) -> Self {
+        let now = chrono::Utc::now();
+        let order = orders::Model {
+            id: order_id,
+            customer_id,
+            status: entity::OrderStatus::Open,
+            delivery_window_start: None,
+            delivery_window_end: None,
+            cancel_reason: None,
+            version,
+            version_xact: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        OrderView {
+            order,
+            items: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

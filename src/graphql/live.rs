@@ -30,7 +30,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::context::RequestAuth;
-use super::{operation_type, AppSchema};
+use super::{error_response_body, operation_type, AppSchema};
 use crate::auth::Caller;
 use crate::domain::{ChangeKind, ErrorCode};
 use crate::live::{self, Hub, LiveError, Topic, Update};
@@ -92,9 +92,9 @@ impl Output {
 
     /// For the impossible case of a render execution that yields nothing.
     fn internal() -> Self {
-        Output::Error(to_json(&serde_json::json!([
-            { "message": "internal error", "extensions": { "code": ErrorCode::Internal.as_str() } }
-        ])))
+        Output::Error(to_json(
+            &error_response_body(ErrorCode::Internal, "internal error")["errors"],
+        ))
     }
 }
 
@@ -322,23 +322,7 @@ mod tests {
     }
 
     fn update(customer_id: Uuid, version: i64, resync: bool) -> Update {
-        let now = chrono::Utc::now();
-        let order = entity::orders::Model {
-            id: Uuid::nil(),
-            customer_id,
-            status: entity::OrderStatus::Open,
-            delivery_window_start: None,
-            delivery_window_end: None,
-            cancel_reason: None,
-            version,
-            version_xact: 0,
-            created_at: now,
-            updated_at: now,
-        };
-        let version = OrderVersion::snapshot(OrderView {
-            order,
-            items: Vec::new(),
-        });
+        let version = OrderVersion::snapshot(OrderView::empty_open(Uuid::nil(), customer_id, version));
         Update {
             version: Arc::new(version),
             resync,

@@ -168,29 +168,12 @@ mod tests {
     use crate::domain::{ChangeKind, OrderView};
 
     fn version(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
-        let now = chrono::Utc::now();
-        let order = entity::orders::Model {
-            id: order_id,
-            customer_id,
-            status: entity::OrderStatus::Open,
-            delivery_window_start: None,
-            delivery_window_end: None,
-            cancel_reason: None,
-            version,
-            version_xact: 0,
-            created_at: now,
-            updated_at: now,
-        };
         OrderVersion {
             order_id,
             customer_id,
             version,
             change: ChangeKind::Updated,
-            view: OrderView {
-                order,
-                items: Vec::new(),
-            }
-            .into(),
+            view: OrderView::empty_open(order_id, customer_id, version).into(),
             committed_at_ms: None,
         }
     }
