@@ -3,6 +3,7 @@
 //! the same way.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +14,10 @@ use tokio::sync::watch;
 
 use crate::auth::TokenKeys;
 use crate::cdc::{self, CdcConfig, CdcStatus};
-use crate::config::ServeConfig;
+use crate::config::{DrainConfig, ServeConfig};
 use crate::graphql::LiveExecutor;
 use crate::http::{router, AppState};
-use crate::live::Hub;
+use crate::live::{self, Hub};
 use crate::{db, graphql, telemetry};
 
 /// A bound, ready-to-run instance.
@@ -26,6 +27,8 @@ pub struct Application {
     local_addr: SocketAddr,
     hub: Arc<Hub>,
     cdc_status: Arc<CdcStatus>,
+    draining: Arc<AtomicBool>,
+    drain: DrainConfig,
     shutdown: watch::Sender<bool>,
 }
 
@@ -43,7 +46,8 @@ impl Application {
                 "signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production"
             );
         }
-        let hub = Hub::new(config.live.subscriber_queue);
+        let hub = Hub::new(config.live.subscriber_queue, config.live.repair_concurrency);
+        tokio::spawn(live::run_recovery(pool.clone(), hub.clone()));
         let cdc_status = Arc::new(CdcStatus::default());
         let cdc_config = CdcConfig {
             versions_topic: config.live.cdc_topic.clone(),
@@ -54,6 +58,7 @@ impl Application {
 
         let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
         let (shutdown, shutdown_watch) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
         let live = LiveExecutor::new(schema.clone(), pool.clone(), hub.clone(), config.live.render_cache);
         let state = AppState {
@@ -64,6 +69,7 @@ impl Application {
             cdc: cdc_status.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             ws: config.live.ws_settings(),
+            draining: draining.clone(),
             shutdown: shutdown_watch,
         };
         let router = router(state);
@@ -77,6 +83,8 @@ impl Application {
             local_addr,
             hub,
             cdc_status,
+            draining,
+            drain: config.drain,
             shutdown,
         })
     }
@@ -102,8 +110,10 @@ impl Application {
         self.hub.clone()
     }
 
-    /// Serves until `shutdown` resolves, then closes WebSockets with 1001 and
-    /// finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then drains: `/readyz` answers 503 at
+    /// once, the listener stays open for the configured delay (load balancers
+    /// notice), then closes; in-flight requests get the configured deadline to
+    /// finish; then every WebSocket is closed with 1001.
     pub async fn run_until(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -115,15 +125,40 @@ impl Application {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });
-        let sockets = self.shutdown;
-        let shutdown = async move {
-            shutdown.await;
-            let _ = sockets.send(true);
-        };
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        let mut serve = Box::pin(std::future::IntoFuture::into_future(serve));
+        tokio::select! {
+            served = &mut serve => return served.context("serving HTTP"),
+            () = shutdown => {}
+        }
+        self.draining.store(true, Ordering::Release);
+        tracing::info!(delay = ?self.drain.delay(), "draining: /readyz answers 503");
+        tokio::select! {
+            served = &mut serve => return served.context("serving HTTP"),
+            () = tokio::time::sleep(self.drain.delay()) => {}
+        }
+        let _ = stop_accepting.send(());
+        match tokio::time::timeout(self.drain.timeout(), &mut serve).await {
+            Ok(served) => served.context("serving HTTP")?,
+            Err(_) => tracing::warn!(
+                deadline = ?self.drain.timeout(),
+                "in-flight requests did not finish within the shutdown deadline; dropping them"
+            ),
+        }
+        // Dropping the server drops the router, and with it every receiver but the sockets'.
+        drop(serve);
+        let _ = self.shutdown.send(true);
+        // Each WebSocket task holds a receiver until it has sent its close frame.
+        if tokio::time::timeout(Duration::from_secs(2), self.shutdown.closed())
             .await
-            .context("serving HTTP")
+            .is_err()
+        {
+            tracing::warn!("some WebSockets did not close within 2 s of the shutdown");
+        }
+        Ok(())
     }
 }
 

@@ -86,6 +86,40 @@ pub struct ServeConfig {
     pub limits: Limits,
     #[command(flatten)]
     pub live: LiveConfig,
+    #[command(flatten)]
+    pub drain: DrainConfig,
+}
+
+/// Graceful shutdown on SIGTERM: readiness fails at once, then in-flight
+/// requests finish within a deadline, then WebSockets close with 1001.
+#[derive(Debug, Clone, Args)]
+pub struct DrainConfig {
+    /// After SIGTERM, how long to keep accepting requests while `/readyz` answers 503,
+    /// so that load balancers stop sending traffic before the listener closes.
+    #[arg(long, env = "ORDERCAST_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+    /// How long in-flight requests may take to finish once the listener is closed.
+    #[arg(long, env = "ORDERCAST_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl DrainConfig {
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.shutdown_delay_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_delay_ms: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
 }
 
 /// The live-update path: where change events come from, how much a slow subscriber may queue.
@@ -104,6 +138,10 @@ pub struct LiveConfig {
     /// Updates queued per subscriber before it is resynced instead.
     #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
     pub subscriber_queue: usize,
+    /// Subscribers that may read Postgres at once to catch up (gap repairs, reloads after a
+    /// lag or an outage); the rest wait, so mutations keep their connections.
+    #[arg(long, env = "ORDERCAST_LIVE_REPAIR_CONCURRENCY", default_value_t = 4)]
+    pub repair_concurrency: usize,
     /// Rendered live updates kept for reuse: subscribers with the same selection
     /// of the same order share one rendering of each version.
     #[arg(long, env = "ORDERCAST_RENDER_CACHE", default_value_t = 4_096)]
@@ -131,6 +169,7 @@ impl Default for LiveConfig {
             cdc_topic: "ordercast.public.order_versions".to_owned(),
             cdc_heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
             subscriber_queue: 128,
+            repair_concurrency: 4,
             render_cache: 4_096,
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,

@@ -2,6 +2,7 @@
 //! upgrade, see `ws`), GraphiQL on `/`, health and metrics. Authentication
 //! happens here, once per request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_graphql::http::WebSocketProtocols;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthError, TokenKeys};
-use crate::cdc::CdcStatus;
+use crate::cdc::{CdcHealth, CdcStatus};
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, operation_type, AppSchema, LiveExecutor, RequestAuth};
 use crate::ws::{self, WsSettings};
@@ -37,7 +38,9 @@ pub struct AppState {
     pub cdc: Arc<CdcStatus>,
     pub max_body_bytes: usize,
     pub ws: WsSettings,
-    /// Flips to true when the server shuts down: WebSockets close with 1001.
+    /// Set on SIGTERM: `/readyz` fails while in-flight work drains.
+    pub draining: Arc<AtomicBool>,
+    /// Flips to true once the drain is over: WebSockets close with 1001.
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -48,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/cdc", get(readyz_cdc))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
@@ -58,23 +62,60 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Can this instance serve requests? Postgres reachable, warm (connections
+/// open, CDC partitions assigned once), not draining. A CDC outage does not
+/// fail it: writes and queries still work, and subscribers catch up later.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        return readiness(false, serde_json::json!({ "status": "draining" }));
+    }
     let postgres = db::ping(&state.db).await;
-    let cdc = state.cdc.is_ready();
-    let status = if postgres && cdc {
+    let warm = state.cdc.is_warm();
+    let status = match (postgres, warm) {
+        (true, true) => "ready",
+        (true, false) => "starting",
+        (false, _) => "postgres unreachable",
+    };
+    readiness(
+        postgres && warm,
+        serde_json::json!({ "status": status, "postgres": up_or_down(postgres), "cdc": up_or_down(state.cdc.is_ready()) }),
+    )
+}
+
+/// Are live updates healthy? For alerts and dashboards, not for routing traffic.
+async fn readyz_cdc(State(state): State<AppState>) -> Response {
+    let age = state.cdc.last_event_age();
+    let body = match state.cdc.health() {
+        CdcHealth::Live => serde_json::json!({ "status": "up", "last_event_age_seconds": age }),
+        CdcHealth::Starting => serde_json::json!({
+            "status": "down", "reason": "the CDC consumer has not fixed its start offsets yet", "last_event_age_seconds": age,
+        }),
+        CdcHealth::Outage(reason) => {
+            serde_json::json!({ "status": "down", "reason": reason, "last_event_age_seconds": age })
+        }
+    };
+    readiness(state.cdc.is_ready(), body)
+}
+
+fn readiness(ok: bool, body: serde_json::Value) -> Response {
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let word = |up: bool| if up { "up" } else { "down" };
-    (
-        status,
-        Json(serde_json::json!({ "postgres": word(postgres), "cdc": word(cdc) })),
-    )
-        .into_response()
+    (status, Json(body)).into_response()
 }
 
-async fn metrics() -> Response {
+fn up_or_down(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!(telemetry::metric::CDC_LAST_EVENT_AGE).set(state.cdc.last_event_age());
     let prometheus = telemetry::prometheus();
     prometheus.run_upkeep();
     (
@@ -202,7 +243,23 @@ async fn serve_legacy(socket: WebSocket, state: AppState) {
         data.insert(RequestAuth::Authenticated(caller));
         Ok(data)
     }));
-    while let Some(message) = output.next().await {
+    let mut shutdown = state.shutdown;
+    let shutting_down = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    tokio::pin!(shutting_down);
+    loop {
+        let message = tokio::select! {
+            message = output.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+            _ = &mut shutting_down => {
+                let frame = CloseFrame { code: 1001, reason: "Server shutting down".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+        };
         let sent = match message {
             WsMessage::Text(text) => sink.send(Message::Text(text.into())).await,
             WsMessage::Close(code, reason) => {

@@ -23,10 +23,15 @@ pub mod metric {
     pub const CDC_OUTAGES: &str = "ordercast_cdc_outages_total";
     pub const CDC_COMMIT_TO_KAFKA: &str = "ordercast_cdc_commit_to_kafka_seconds";
     pub const CDC_COMMIT_TO_CONSUME: &str = "ordercast_cdc_commit_to_consume_seconds";
+    pub const CDC_LAST_EVENT_AGE: &str = "ordercast_cdc_last_event_age_seconds";
     pub const LIVE_SUBSCRIPTIONS: &str = "ordercast_live_subscriptions";
     pub const LIVE_OVERFLOWS: &str = "ordercast_live_queue_overflows_total";
     pub const LIVE_RESYNCS: &str = "ordercast_live_resyncs_total";
     pub const LIVE_COMMIT_TO_PUSH: &str = "ordercast_live_commit_to_push_seconds";
+    pub const LIVE_CATCH_UPS: &str = "ordercast_live_catch_ups_total";
+    pub const LIVE_RECOVERIES: &str = "ordercast_live_recoveries_total";
+    pub const LIVE_RECOVERY_QUERIES: &str = "ordercast_live_recovery_queries_total";
+    pub const LIVE_RECOVERY_SECONDS: &str = "ordercast_live_recovery_seconds";
     pub const GRAPHQL_ERRORS: &str = "ordercast_graphql_errors_total";
 }
 
@@ -80,7 +85,29 @@ fn describe() {
         Unit::Seconds,
         "Postgres commit to this instance decoding the change event"
     );
+    describe_gauge!(
+        metric::CDC_LAST_EVENT_AGE,
+        Unit::Seconds,
+        "Time since this instance consumed its last change event or heartbeat"
+    );
     describe_gauge!(metric::LIVE_SUBSCRIPTIONS, "Active subscriptions on this instance");
+    describe_counter!(
+        metric::LIVE_CATCH_UPS,
+        "Orders a subscriber found itself behind on after a CDC outage, and caught up on"
+    );
+    describe_counter!(
+        metric::LIVE_RECOVERIES,
+        "Comparisons of every subscriber with Postgres after a CDC outage"
+    );
+    describe_counter!(
+        metric::LIVE_RECOVERY_QUERIES,
+        "Batched version queries those comparisons issued"
+    );
+    describe_histogram!(
+        metric::LIVE_RECOVERY_SECONDS,
+        Unit::Seconds,
+        "Time to read Postgres's versions and hand them to every subscriber"
+    );
     describe_counter!(metric::LIVE_OVERFLOWS, "Subscribers whose queue overflowed");
     describe_counter!(metric::LIVE_RESYNCS, "Resync states sent");
     describe_histogram!(

@@ -3,8 +3,8 @@
 //! and no instance can take partitions away from another.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -43,29 +43,96 @@ impl CdcConfig {
     }
 }
 
-/// What `/readyz` reports about the CDC stream. `assigned` means the start
+/// What readiness reports about the CDC stream. `assigned` means the start
 /// offsets are fixed: every commit from then on will be consumed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CdcStatus {
     assigned: AtomicBool,
+    /// Set by the first assignment and never cleared: the instance has been
+    /// live once, so it is warm enough to take traffic.
+    warmed_up: AtomicBool,
     outage: AtomicBool,
+    /// Why the current outage began (meaningful while `outage` is set).
+    outage_reason: Mutex<&'static str>,
+    /// Wall-clock milliseconds of the last record consumed (change or heartbeat).
+    last_event_ms: AtomicI64,
+}
+
+impl Default for CdcStatus {
+    fn default() -> Self {
+        CdcStatus {
+            assigned: AtomicBool::new(false),
+            warmed_up: AtomicBool::new(false),
+            outage: AtomicBool::new(false),
+            outage_reason: Mutex::new(""),
+            last_event_ms: AtomicI64::new(now_ms()),
+        }
+    }
+}
+
+/// Live updates right now: healthy, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CdcHealth {
+    Live,
+    /// Start offsets are not fixed yet (starting, or the consumer is being rebuilt).
+    Starting,
+    Outage(&'static str),
 }
 
 impl CdcStatus {
     /// Start offsets fixed and no outage.
     pub fn is_ready(&self) -> bool {
-        self.assigned.load(Ordering::Acquire) && !self.outage.load(Ordering::Acquire)
+        self.health() == CdcHealth::Live
     }
 
-    fn begin_outage(&self, why: &str) {
+    pub fn health(&self) -> CdcHealth {
+        if self.outage.load(Ordering::Acquire) {
+            CdcHealth::Outage(*self.outage_reason.lock().unwrap_or_else(PoisonError::into_inner))
+        } else if !self.assigned.load(Ordering::Acquire) {
+            CdcHealth::Starting
+        } else {
+            CdcHealth::Live
+        }
+    }
+
+    /// True once the consumer has had its partitions assigned, even if the
+    /// stream is interrupted now.
+    pub fn is_warm(&self) -> bool {
+        self.warmed_up.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the last change event or heartbeat was consumed.
+    pub fn last_event_age(&self) -> f64 {
+        (now_ms() - self.last_event_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+
+    fn begin_outage(&self, why: &'static str) {
+        *self.outage_reason.lock().unwrap_or_else(PoisonError::into_inner) = why;
         if !self.outage.swap(true, Ordering::AcqRel) {
             metrics::counter!(metric::CDC_OUTAGES).increment(1);
             tracing::warn!(
                 why,
-                "CDC stream interrupted; subscribers will be resynced when it resumes"
+                "CDC stream interrupted; subscribers that fall behind catch up when it resumes"
             );
         }
     }
+
+    /// Records a consumed record; true when it ended an outage.
+    fn record_event(&self) -> bool {
+        self.last_event_ms.store(now_ms(), Ordering::Relaxed);
+        self.outage.swap(false, Ordering::AcqRel)
+    }
+
+    fn set_assigned(&self, assigned: bool) -> bool {
+        if assigned {
+            self.warmed_up.store(true, Ordering::Release);
+        }
+        self.assigned.swap(assigned, Ordering::AcqRel)
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 struct CdcContext {
@@ -105,8 +172,8 @@ pub async fn run(config: CdcConfig, hub: Arc<Hub>, status: Arc<CdcStatus>) {
     loop {
         if let Err(error) = consume(&config, &hub, &status).await {
             tracing::error!(%error, "CDC consumer failed; restarting it");
-            status.assigned.store(false, Ordering::Release);
-            status.begin_outage("consumer restart");
+            status.set_assigned(false);
+            status.begin_outage("the Kafka consumer is being rebuilt after an error");
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
@@ -126,8 +193,7 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
             .set("statistics.interval.ms", "5000")
             .create_with_context(CdcContext { status: status.clone() })?,
     );
-    let mut assigned: HashSet<(String, i32)> = HashSet::new();
-    let mut first_look = true;
+    let mut assignments = Assignments::new(config);
     let mut last_record = Instant::now();
     let mut metadata_tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -135,9 +201,9 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
             message = consumer.recv() => match message {
                 Ok(message) => {
                     last_record = Instant::now();
-                    if status.outage.swap(false, Ordering::AcqRel) {
-                        tracing::info!("CDC stream resumed; resyncing every subscriber");
-                        hub.resync_all();
+                    if status.record_event() {
+                        tracing::info!("CDC stream resumed; comparing subscribers with Postgres");
+                        hub.request_recovery();
                     }
                     let topic = message.topic();
                     metrics::counter!(metric::CDC_EVENTS, "topic" => topic.to_owned()).increment(1);
@@ -157,20 +223,25 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                 }
                 Err(error) => {
                     tracing::warn!(%error, "error while consuming change events");
-                    status.begin_outage("consume error");
+                    status.begin_outage("the Kafka consumer reported an error");
                 }
             },
             _ = metadata_tick.tick() => {
-                if assign_new_partitions(&consumer, config, &mut assigned, first_look).await? {
-                    first_look = false;
-                    if !status.assigned.swap(true, Ordering::AcqRel) {
-                        // Start offsets are fixed now. A subscription that read its
-                        // state before this point may have missed a commit: reload it.
-                        hub.resync_all();
-                    }
+                let lookup = consumer.clone();
+                let (refreshed, back) = tokio::task::spawn_blocking(move || {
+                    let refreshed = assignments.refresh(&*lookup);
+                    (refreshed, assignments)
+                })
+                .await
+                .map_err(|_| KafkaError::Canceled)?;
+                assignments = back;
+                if refreshed? && !status.set_assigned(true) {
+                    // Start offsets are fixed now. A subscription that read its state
+                    // before this point may have missed a commit: compare it with Postgres.
+                    hub.request_recovery();
                 }
-                let heartbeats_expected = assigned.iter().any(|(topic, _)| *topic == config.heartbeat_topic);
-                if heartbeats_expected && last_record.elapsed() > config.stall_after {
+                metrics::gauge!(metric::CDC_LAST_EVENT_AGE).set(status.last_event_age());
+                if assignments.expects_heartbeats() && last_record.elapsed() > config.stall_after {
                     status.begin_outage("no change event or heartbeat within the stall limit");
                 }
             }
@@ -178,65 +249,125 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
     }
 }
 
-/// Assigns partitions not assigned yet; false when Kafka could not be asked.
-/// On the first look, existing partitions start at their current end (concrete
-/// offsets, so "from now" is well defined); a topic or partition that appears
-/// later starts at its beginning, since all of it is newer than our start.
-async fn assign_new_partitions(
-    consumer: &Arc<CdcConsumer>,
-    config: &CdcConfig,
-    assigned: &mut HashSet<(String, i32)>,
-    first_look: bool,
-) -> Result<bool, KafkaError> {
-    let mut additions = TopicPartitionList::new();
-    for topic in [&config.versions_topic, &config.heartbeat_topic] {
-        let lookup = consumer.clone();
-        let name = topic.clone();
-        let Some(partitions) = tokio::task::spawn_blocking(move || partitions_of(&lookup, &name))
-            .await
-            .map_err(|_| KafkaError::Canceled)?
-        else {
-            return Ok(false);
-        };
-        let fresh: Vec<i32> = partitions
-            .into_iter()
-            .filter(|p| !assigned.contains(&(topic.clone(), *p)))
-            .collect();
-        for partition in fresh {
-            let offset = if first_look || *topic == config.heartbeat_topic {
-                let lookup = consumer.clone();
-                let name = topic.clone();
-                let (_, high) = tokio::task::spawn_blocking(move || {
-                    lookup.fetch_watermarks(&name, partition, Duration::from_secs(5))
-                })
-                .await
-                .map_err(|_| KafkaError::Canceled)??;
-                Offset::Offset(high)
+/// What the consumer needs from Kafka to assign partitions by hand; blocking calls.
+trait PartitionSource {
+    /// The partitions of a topic (none while it does not exist); `None` when Kafka is unreachable.
+    fn partitions_of(&self, topic: &str) -> Option<Vec<i32>>;
+    fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, KafkaError>;
+    fn assign(&self, additions: &TopicPartitionList) -> Result<(), KafkaError>;
+}
+
+impl PartitionSource for CdcConsumer {
+    fn partitions_of(&self, topic: &str) -> Option<Vec<i32>> {
+        let metadata = self.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        Some(
+            metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect(),
+        )
+    }
+
+    fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+        self.fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .map(|(_, high)| high)
+    }
+
+    fn assign(&self, additions: &TopicPartitionList) -> Result<(), KafkaError> {
+        self.incremental_assign(additions)
+    }
+}
+
+/// The partitions this consumer reads. A partition counts as assigned only
+/// once `incremental_assign` took it: a failed lookup or assignment leaves it
+/// to the next refresh, never silently unread.
+#[derive(Debug)]
+struct Assignments {
+    versions_topic: String,
+    heartbeat_topic: String,
+    assigned: HashSet<(String, i32)>,
+    /// Topics listed at least once. On a topic's first listing its partitions
+    /// start at their current end (concrete offsets, so "from now" is well
+    /// defined); a partition that appears later starts at its beginning, since
+    /// all of it is newer than our start.
+    listed: HashSet<String>,
+}
+
+impl Assignments {
+    fn new(config: &CdcConfig) -> Self {
+        Assignments {
+            versions_topic: config.versions_topic.clone(),
+            heartbeat_topic: config.heartbeat_topic.clone(),
+            assigned: HashSet::new(),
+            listed: HashSet::new(),
+        }
+    }
+
+    /// Assigns partitions not assigned yet. True when every topic could be
+    /// listed and everything listed is assigned now.
+    fn refresh(&mut self, kafka: &impl PartitionSource) -> Result<bool, KafkaError> {
+        let mut complete = true;
+        let mut additions = TopicPartitionList::new();
+        let mut added = Vec::new();
+        let mut listed = Vec::new();
+        for topic in [&self.versions_topic, &self.heartbeat_topic] {
+            match self.plan(kafka, topic) {
+                Some(fresh) => {
+                    for &(partition, offset) in &fresh {
+                        additions.add_partition_offset(topic, partition, offset)?;
+                    }
+                    added.extend(
+                        fresh
+                            .into_iter()
+                            .map(|(partition, offset)| (topic.clone(), partition, offset)),
+                    );
+                    listed.push(topic.clone());
+                }
+                None => complete = false,
+            }
+        }
+        if !added.is_empty() {
+            kafka.assign(&additions)?;
+        }
+        for (topic, partition, offset) in added {
+            tracing::info!(topic, partition, ?offset, "consuming change events");
+            self.assigned.insert((topic, partition));
+        }
+        self.listed.extend(listed);
+        Ok(complete)
+    }
+
+    /// The partitions of `topic` to add and where each starts; `None` when
+    /// Kafka could not tell (the topic is then left for the next refresh).
+    fn plan(&self, kafka: &impl PartitionSource, topic: &str) -> Option<Vec<(i32, Offset)>> {
+        let first_listing = !self.listed.contains(topic);
+        let mut fresh = Vec::new();
+        for partition in kafka.partitions_of(topic)? {
+            if self.assigned.contains(&(topic.to_owned(), partition)) {
+                continue;
+            }
+            // Heartbeats are only proof of life: old ones are of no use.
+            let offset = if first_listing || topic == self.heartbeat_topic {
+                match kafka.high_watermark(topic, partition) {
+                    Ok(high) => Offset::Offset(high),
+                    Err(error) => {
+                        tracing::debug!(topic, partition, %error, "no watermark yet; retrying on the next refresh");
+                        return None;
+                    }
+                }
             } else {
                 Offset::Beginning
             };
-            additions.add_partition_offset(topic, partition, offset)?;
-            assigned.insert((topic.clone(), partition));
-            tracing::info!(topic, partition, ?offset, "consuming change events");
+            fresh.push((partition, offset));
         }
+        Some(fresh)
     }
-    if additions.count() > 0 {
-        consumer.incremental_assign(&additions)?;
-    }
-    Ok(true)
-}
 
-/// The partitions of a topic (none while it does not exist); `None` when Kafka is unreachable.
-fn partitions_of(consumer: &CdcConsumer, topic: &str) -> Option<Vec<i32>> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
-    Some(
-        metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect(),
-    )
+    fn expects_heartbeats(&self) -> bool {
+        self.assigned.iter().any(|(topic, _)| *topic == self.heartbeat_topic)
+    }
 }
 
 /// Splits commit-to-push latency into its stages: Debezium and Connect (commit to the Kafka
@@ -247,5 +378,156 @@ fn record_pipeline_latency(version: &crate::domain::OrderVersion, kafka_timestam
     }
     if let Some(seconds) = version.seconds_after_commit(chrono::Utc::now().timestamp_millis()) {
         metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME).record(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Kafka as the assignment logic sees it, with lookups that can fail on demand.
+    #[derive(Default)]
+    struct FakeKafka {
+        partitions: HashMap<String, Vec<i32>>,
+        unreachable: RefCell<HashSet<String>>,
+        fail_assign: Cell<bool>,
+        assigned: RefCell<Vec<(String, i32, Offset)>>,
+    }
+
+    impl PartitionSource for FakeKafka {
+        fn partitions_of(&self, topic: &str) -> Option<Vec<i32>> {
+            if self.unreachable.borrow().contains(topic) {
+                return None;
+            }
+            Some(self.partitions.get(topic).cloned().unwrap_or_default())
+        }
+
+        fn high_watermark(&self, _topic: &str, partition: i32) -> Result<i64, KafkaError> {
+            Ok(100 + i64::from(partition))
+        }
+
+        fn assign(&self, additions: &TopicPartitionList) -> Result<(), KafkaError> {
+            if self.fail_assign.get() {
+                return Err(KafkaError::Canceled);
+            }
+            for element in additions.elements() {
+                self.assigned
+                    .borrow_mut()
+                    .push((element.topic().to_owned(), element.partition(), element.offset()));
+            }
+            Ok(())
+        }
+    }
+
+    fn config() -> CdcConfig {
+        CdcConfig::new("unused:9092")
+    }
+
+    fn kafka(versions: &[i32], heartbeats: &[i32]) -> FakeKafka {
+        let config = config();
+        FakeKafka {
+            partitions: HashMap::from([
+                (config.versions_topic.clone(), versions.to_vec()),
+                (config.heartbeat_topic.clone(), heartbeats.to_vec()),
+            ]),
+            ..FakeKafka::default()
+        }
+    }
+
+    fn assigned_partitions(kafka: &FakeKafka, topic: &str) -> Vec<i32> {
+        let mut partitions: Vec<i32> = kafka
+            .assigned
+            .borrow()
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, _)| *p)
+            .collect();
+        partitions.sort();
+        partitions
+    }
+
+    #[test]
+    fn a_failed_heartbeat_lookup_still_assigns_the_versions_partitions_and_retries() {
+        let config = config();
+        let kafka = kafka(&[0, 1, 2], &[0]);
+        kafka.unreachable.borrow_mut().insert(config.heartbeat_topic.clone());
+        let mut assignments = Assignments::new(&config);
+        assert!(
+            !assignments.refresh(&kafka).unwrap(),
+            "incomplete while a topic cannot be listed"
+        );
+        assert_eq!(assigned_partitions(&kafka, &config.versions_topic), [0, 1, 2]);
+
+        kafka.unreachable.borrow_mut().clear();
+        assert!(assignments.refresh(&kafka).unwrap());
+        assert_eq!(assigned_partitions(&kafka, &config.heartbeat_topic), [0]);
+        assert_eq!(
+            assigned_partitions(&kafka, &config.versions_topic),
+            [0, 1, 2],
+            "nothing is assigned twice"
+        );
+    }
+
+    #[test]
+    fn a_failed_versions_lookup_is_retried_until_it_takes_effect() {
+        let config = config();
+        let kafka = kafka(&[0, 1], &[0]);
+        kafka.unreachable.borrow_mut().insert(config.versions_topic.clone());
+        let mut assignments = Assignments::new(&config);
+        assert!(!assignments.refresh(&kafka).unwrap());
+        assert!(assigned_partitions(&kafka, &config.versions_topic).is_empty());
+        kafka.unreachable.borrow_mut().clear();
+        assert!(assignments.refresh(&kafka).unwrap());
+        assert_eq!(assigned_partitions(&kafka, &config.versions_topic), [0, 1]);
+        assert!(
+            kafka
+                .assigned
+                .borrow()
+                .iter()
+                .all(|(_, p, offset)| *offset == Offset::Offset(100 + i64::from(*p))),
+            "the first listing starts at the end, even when it comes late: {:?}",
+            kafka.assigned.borrow()
+        );
+    }
+
+    #[test]
+    fn an_assignment_that_failed_is_not_recorded() {
+        let config = config();
+        let kafka = kafka(&[0, 1], &[0]);
+        let mut assignments = Assignments::new(&config);
+        kafka.fail_assign.set(true);
+        assert!(assignments.refresh(&kafka).is_err());
+        kafka.fail_assign.set(false);
+        assert!(assignments.refresh(&kafka).unwrap());
+        assert_eq!(assigned_partitions(&kafka, &config.versions_topic), [0, 1]);
+        assert!(
+            kafka
+                .assigned
+                .borrow()
+                .iter()
+                .all(|(_, p, offset)| *offset == Offset::Offset(100 + i64::from(*p))),
+            "still the first listing: from the end, not from the beginning"
+        );
+    }
+
+    #[test]
+    fn a_partition_that_appears_later_is_read_from_its_beginning() {
+        let config = config();
+        let mut kafka = kafka(&[0], &[0]);
+        let mut assignments = Assignments::new(&config);
+        assert!(assignments.refresh(&kafka).unwrap());
+        kafka.partitions.insert(config.versions_topic.clone(), vec![0, 1]);
+        assert!(assignments.refresh(&kafka).unwrap());
+        let late = kafka
+            .assigned
+            .borrow()
+            .iter()
+            .find(|(t, p, _)| *t == config.versions_topic && *p == 1)
+            .map(|(_, _, offset)| *offset);
+        assert_eq!(late, Some(Offset::Beginning));
+        assert!(assignments.expects_heartbeats());
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! Postgres reports every broken invariant with an SQLSTATE and the name of the
 //! constraint (or of the trigger-raised pseudo-constraint) that guards it; the
-//! table below is the whole mapping. Anything not in it is internal.
+//! table below is the whole mapping. Failures that a retry may fix (a lost
+//! connection, an aborted transaction, an exhausted pool) are `UNAVAILABLE`;
+//! anything else is internal.
 
 use sea_orm::{sqlx, ConnAcquireErr, DbErr, RuntimeErr};
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Retry};
 
 /// What Postgres said, reduced to the parts that identify the broken rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +17,18 @@ pub struct Violation {
     pub constraint: Option<String>,
 }
 
+fn sqlx_error(err: &DbErr) -> Option<&sqlx::Error> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Conn(RuntimeErr::SqlxError(e)) => Some(e.as_ref()),
+        _ => None,
+    }
+}
+
 /// Extracts the SQLSTATE and constraint name, if the error came from Postgres.
 pub fn violation(err: &DbErr) -> Option<Violation> {
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = err else {
-        return None;
-    };
-    let sqlx::Error::Database(db) = e.as_ref() else {
+    let sqlx::Error::Database(db) = sqlx_error(err)? else {
         return None;
     };
     Some(Violation {
@@ -59,19 +67,73 @@ pub fn rule_error(violation: &Violation) -> Option<DomainError> {
     Some(error)
 }
 
-/// Maps a database error to the domain: a known rule to its typed error, an
-/// exhausted pool to `Busy`, anything else to `Internal` (logged here with its
-/// full cause).
+/// What kind of transient failure an error is, if it is one.
+enum Transient {
+    /// No connection could be had in time (or Postgres has no slot left).
+    Overloaded,
+    /// Postgres aborted the transaction; a retry runs it again.
+    Aborted,
+    /// The connection broke: whatever was not committed is rolled back.
+    ConnectionLost,
+}
+
+fn transient(err: &DbErr) -> Option<Transient> {
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => return Some(Transient::Overloaded),
+        DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => return Some(Transient::ConnectionLost),
+        _ => {}
+    }
+    match sqlx_error(err)? {
+        sqlx::Error::PoolTimedOut => Some(Transient::Overloaded),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Transient::ConnectionLost),
+        sqlx::Error::Database(db) => match db.code()?.as_ref() {
+            // serialization_failure, deadlock_detected
+            "40001" | "40P01" => Some(Transient::Aborted),
+            // too_many_connections
+            "53300" => Some(Transient::Overloaded),
+            // connection exceptions; admin, crash and start-up shutdowns; idle session timeouts
+            code if code.starts_with("08") => Some(Transient::ConnectionLost),
+            "57P01" | "57P02" | "57P03" | "25P03" | "57P05" => Some(Transient::ConnectionLost),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Maps a database error to the domain: a known rule to its typed error, a
+/// transient failure to `Unavailable` (nothing was written: any transaction
+/// it interrupted is rolled back), anything else to `Internal` (logged here
+/// with its full cause). For the error of a COMMIT, use [`classify_commit`].
 pub fn classify(err: DbErr) -> DomainError {
+    classify_at(err, false)
+}
+
+/// Like [`classify`], for the error of a COMMIT: a connection lost there
+/// leaves the outcome unknown, and the client is told so.
+pub fn classify_commit(err: DbErr) -> DomainError {
+    classify_at(err, true)
+}
+
+fn classify_at(err: DbErr, committing: bool) -> DomainError {
     if let Some(error) = violation(&err).as_ref().and_then(rule_error) {
         return error;
     }
-    if matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) {
-        tracing::warn!("no database connection free within the acquire timeout; answering UNAVAILABLE");
-        return DomainError::Busy;
-    }
-    tracing::error!(error = %err, "unexpected database error");
-    DomainError::Internal(Box::new(err))
+    let retry = match transient(&err) {
+        Some(Transient::Overloaded) => Retry::Overloaded,
+        Some(Transient::Aborted) => Retry::Aborted,
+        Some(Transient::ConnectionLost) if committing => Retry::OutcomeUnknown,
+        Some(Transient::ConnectionLost) => Retry::Aborted,
+        None => {
+            tracing::error!(error = %err, "unexpected database error");
+            return DomainError::Internal(Box::new(err));
+        }
+    };
+    tracing::warn!(error = %err, ?retry, "transient database failure; answering UNAVAILABLE");
+    DomainError::Unavailable(retry)
 }
 
 #[cfg(test)]
@@ -121,10 +183,87 @@ mod tests {
         assert_eq!(code_of("40P01", "order_items_quantity_range"), None);
     }
 
+    /// A Postgres error with a given SQLSTATE, as sqlx reports it.
+    #[derive(Debug)]
+    struct PgError(&'static str);
+
+    impl std::fmt::Display for PgError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for PgError {}
+
+    impl sqlx::error::DatabaseError for PgError {
+        fn message(&self) -> &str {
+            "postgres said no"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn postgres(sqlstate: &'static str) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(
+            sqlx::Error::Database(Box::new(PgError(sqlstate))).into(),
+        ))
+    }
+
+    fn connection_reset() -> DbErr {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Io(io).into()))
+    }
+
     #[test]
     fn an_exhausted_pool_is_unavailable_not_internal() {
         let err = classify(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
-        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert!(matches!(err, DomainError::Unavailable(Retry::Overloaded)));
+    }
+
+    #[test]
+    fn aborted_transactions_and_lost_connections_are_retryable_and_not_applied() {
+        for err in [
+            postgres("40001"),
+            postgres("40P01"),
+            postgres("57P01"),
+            postgres("08006"),
+            connection_reset(),
+        ] {
+            let described = err.to_string();
+            let err = classify(err);
+            assert!(
+                matches!(err, DomainError::Unavailable(Retry::Aborted)),
+                "{described}: {err:?}"
+            );
+            assert!(!err.may_have_applied());
+        }
+    }
+
+    #[test]
+    fn a_connection_lost_while_committing_may_have_applied() {
+        let err = classify_commit(connection_reset());
+        assert!(matches!(err, DomainError::Unavailable(Retry::OutcomeUnknown)));
+        assert!(err.may_have_applied());
+        // Postgres aborting the commit itself is a clear answer: nothing was written.
+        assert!(!classify_commit(postgres("40001")).may_have_applied());
+    }
+
+    #[test]
+    fn other_postgres_errors_stay_internal() {
+        assert_eq!(classify(postgres("42P01")).code(), ErrorCode::Internal);
     }
 
     #[test]

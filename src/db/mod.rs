@@ -13,13 +13,15 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
 pub use catalog::{find_customer, find_customer_by_email, list_products, ProductPage};
-pub use errors::{classify, rule_error, violation, Violation};
+pub use errors::{classify, classify_commit, rule_error, violation, Violation};
 pub use orders::{
     add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order, schedule_order,
     set_item_quantity, OrderCursor, OrderPage,
 };
 pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
-pub use versions::{active_orders, current_versions, order_versions_between, orders_changed_since, MAX_REPLAY};
+pub use versions::{
+    current_versions_of, customer_versions, order_versions_between, orders_by_ids, MAX_REPLAY, STATES_PER_QUERY,
+};
 
 use crate::config::DatabaseConfig;
 

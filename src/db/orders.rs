@@ -15,7 +15,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::classify;
+use super::{classify, classify_commit};
 use crate::domain::{CustomerId, DeliveryWindow, DomainError, ItemView, OrderView};
 
 type Result<T> = std::result::Result<T, DomainError>;
@@ -34,15 +34,19 @@ pub struct OrderPage {
     pub has_next_page: bool,
 }
 
+/// An explicit transaction (not an autocommit INSERT), so that a failure
+/// before COMMIT is known to have written nothing.
 pub async fn create_order(db: &DatabaseConnection, customer: CustomerId) -> Result<OrderView> {
+    let txn = begin(db).await?;
     let order = orders::ActiveModel {
         id: Set(Uuid::now_v7()),
         customer_id: Set(customer),
         ..Default::default()
     }
-    .insert(db)
+    .insert(&txn)
     .await
     .map_err(classify)?;
+    commit(txn).await?;
     Ok(OrderView {
         order,
         items: Vec::new(),
@@ -295,8 +299,13 @@ async fn finish(txn: DatabaseTransaction, order_id: Uuid) -> Result<OrderView> {
         .await?
         .pop()
         .ok_or(DomainError::NotFound("order"))?;
-    txn.commit().await.map_err(classify)?;
+    commit(txn).await?;
     Ok(view)
+}
+
+/// Commits; a connection lost here leaves the outcome unknown, and the error says so.
+async fn commit(txn: DatabaseTransaction) -> Result<()> {
+    txn.commit().await.map_err(classify_commit)
 }
 
 /// Loads the items (with their products) of several orders in one query.

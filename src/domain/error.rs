@@ -12,7 +12,8 @@ pub enum ErrorCode {
     InvalidTransition,
     VersionConflict,
     ProductUnavailable,
-    /// Overloaded: nothing was written, retry with backoff.
+    /// Retryable: overload, a lost database connection, a transaction Postgres aborted.
+    /// The message (and `extensions.mayHaveApplied`) says whether the change may have been applied.
     Unavailable,
     Internal,
 }
@@ -71,9 +72,9 @@ pub enum DomainError {
     BadInput(String),
     #[error("the customer of this token no longer exists")]
     UnknownCustomer,
-    /// No database connection became free in time: the instance is overloaded.
-    #[error("the service is busy; nothing was changed, try again shortly")]
-    Busy,
+    /// A transient failure: retry with backoff (`expectedVersion` makes a retried write safe).
+    #[error("{}", .0.message())]
+    Unavailable(Retry),
     /// Anything unexpected: logged in full where it happens, shown as "internal error".
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -89,13 +90,46 @@ impl DomainError {
             DomainError::ProductUnavailable => ErrorCode::ProductUnavailable,
             DomainError::BadInput(_) => ErrorCode::BadUserInput,
             DomainError::UnknownCustomer => ErrorCode::Unauthenticated,
-            DomainError::Busy => ErrorCode::Unavailable,
+            DomainError::Unavailable(_) => ErrorCode::Unavailable,
             DomainError::Internal(_) => ErrorCode::Internal,
         }
     }
 
     pub fn bad_input(message: impl Into<String>) -> Self {
         DomainError::BadInput(message.into())
+    }
+
+    /// True when the request may have changed data although it failed: the
+    /// client must reload before it repeats a write that is not guarded by `expectedVersion`.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, DomainError::Unavailable(Retry::OutcomeUnknown))
+    }
+}
+
+/// Why a request failed in a way that a retry may fix, and so what the
+/// client knows about its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// No database connection became free within the pool's acquire timeout.
+    Overloaded,
+    /// The database connection was lost, or Postgres aborted the transaction
+    /// (serialization failure, deadlock) before it committed: nothing was written.
+    Aborted,
+    /// The connection was lost while the transaction was committing: it may
+    /// or may not have been applied.
+    OutcomeUnknown,
+}
+
+impl Retry {
+    fn message(self) -> &'static str {
+        match self {
+            Retry::Overloaded => "the service is busy; nothing was changed, try again shortly",
+            Retry::Aborted => "the database could not complete the request; nothing was changed, try again shortly",
+            Retry::OutcomeUnknown => {
+                "the connection to the database was lost while committing, so the change may have been applied; \
+                 reload the order (or retry with expectedVersion) before repeating it"
+            }
+        }
     }
 }
 
@@ -111,6 +145,19 @@ mod tests {
             assert!(s.chars().all(|c| c.is_ascii_uppercase() || c == '_'), "{s}");
             assert!(seen.insert(s), "duplicate code {s}");
         }
+    }
+
+    #[test]
+    fn only_an_unknown_commit_may_have_applied() {
+        for retry in [Retry::Overloaded, Retry::Aborted] {
+            let err = DomainError::Unavailable(retry);
+            assert!(!err.may_have_applied());
+            assert!(err.to_string().contains("nothing was changed"), "{err}");
+        }
+        let err = DomainError::Unavailable(Retry::OutcomeUnknown);
+        assert!(err.may_have_applied());
+        assert!(err.to_string().contains("may have been applied"), "{err}");
+        assert_eq!(err.code(), ErrorCode::Unavailable);
     }
 
     #[test]

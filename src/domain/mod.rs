@@ -6,5 +6,5 @@ mod error;
 mod model;
 
 pub use change::{parse_state, ChangeKind, OrderVersion};
-pub use error::{DomainError, ErrorCode};
+pub use error::{DomainError, ErrorCode, Retry};
 pub use model::{parse_id, CustomerId, DeliveryWindow, ItemView, OrderView};

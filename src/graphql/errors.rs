@@ -52,10 +52,14 @@ fn assign_code(error: &mut ServerError) {
     if error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some()) {
         return;
     }
+    let mut may_have_applied = None;
     let code = match error.source.as_deref() {
         None => ErrorCode::BadUserInput,
         Some(source) => {
             if let Some(domain) = source.downcast_ref::<DomainError>() {
+                if domain.code() == ErrorCode::Unavailable {
+                    may_have_applied = Some(domain.may_have_applied());
+                }
                 domain.code()
             } else if source.downcast_ref::<AuthError>().is_some() {
                 ErrorCode::Unauthenticated
@@ -67,10 +71,12 @@ fn assign_code(error: &mut ServerError) {
         }
     };
     metrics::counter!(metric::GRAPHQL_ERRORS, "code" => code.as_str()).increment(1);
-    error
-        .extensions
-        .get_or_insert_with(ErrorExtensionValues::default)
-        .set("code", code.as_str());
+    let extensions = error.extensions.get_or_insert_with(ErrorExtensionValues::default);
+    extensions.set("code", code.as_str());
+    // A retryable error says whether the failed write may still have been applied.
+    if let Some(may_have_applied) = may_have_applied {
+        extensions.set("mayHaveApplied", may_have_applied);
+    }
 }
 
 /// A GraphQL-shaped error body for failures before execution (body too large,
@@ -82,6 +88,7 @@ pub fn error_response_body(code: ErrorCode, message: &str) -> serde_json::Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Retry;
 
     fn code_of(error: &ServerError) -> String {
         let mut error = error.clone();
@@ -102,6 +109,12 @@ mod tests {
             "\"UNAUTHENTICATED\""
         );
         assert_eq!(code_of(&ServerError::new("Unknown field", None)), "\"BAD_USER_INPUT\"");
+        let unknown: async_graphql::Error = DomainError::Unavailable(Retry::OutcomeUnknown).into();
+        let mut unknown = unknown.into_server_error(Default::default());
+        assign_code(&mut unknown);
+        let extensions = unknown.extensions.unwrap();
+        assert_eq!(extensions.get("code").unwrap().to_string(), "\"UNAVAILABLE\"");
+        assert_eq!(extensions.get("mayHaveApplied").unwrap().to_string(), "true");
         let stray: async_graphql::Error = std::fmt::Error.into();
         let mut stray = stray.into_server_error(Default::default());
         assert_eq!(code_of(&stray), "\"INTERNAL\"");

@@ -2,12 +2,18 @@
 //! once; the hub hands an `Arc` of it to every interested subscriber's bounded
 //! queue with `try_send`, so a slow subscriber never delays anyone: when its
 //! queue is full it is marked lagged and later catches up with a resync.
+//!
+//! After a CDC outage the hub does not resync everyone: it is asked to
+//! recover (`request_recovery`), and `live::recovery` hands each subscriber
+//! the versions Postgres has for what it follows (a `Frontier`), so only the
+//! subscribers that are actually behind catch up, through a bounded number of
+//! concurrent repairs (`repair_permit`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use crate::domain::OrderVersion;
@@ -17,13 +23,18 @@ use crate::telemetry::metric;
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Version(Arc<OrderVersion>),
-    /// Wake-up after the hub marked the subscriber lagged (queue overflow or a
-    /// CDC outage): its continuity can no longer be proven.
+    /// Wake-up after the hub marked the subscriber lagged (queue overflow, or
+    /// `resync_all`): its continuity can no longer be proven.
     Resync,
+    /// The versions Postgres has committed of the orders this subscriber
+    /// follows, read after a CDC outage: whatever it has not delivered up to
+    /// them, it repairs from `order_versions`.
+    Frontier(Arc<[(Uuid, i64)]>),
 }
 
+/// What a subscriber follows; recovery groups the versions it reads by route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Route {
+pub(super) enum Route {
     Order(Uuid),
     Customer(Uuid),
 }
@@ -48,15 +59,22 @@ pub struct Hub {
     routes: Mutex<HashMap<Route, HashMap<u64, Slot>>>,
     next_id: AtomicU64,
     queue_capacity: usize,
+    /// Database work of subscribers catching up (gap repairs, reloads) that
+    /// may run at once, so that a recovery leaves connections to mutations.
+    repairs: Semaphore,
+    recovery: Notify,
 }
 
 impl Hub {
-    /// `queue_capacity` bounds each subscriber's backlog.
-    pub fn new(queue_capacity: usize) -> Arc<Self> {
+    /// `queue_capacity` bounds each subscriber's backlog; `repair_concurrency`
+    /// bounds how many subscribers read Postgres to catch up at the same time.
+    pub fn new(queue_capacity: usize, repair_concurrency: usize) -> Arc<Self> {
         Arc::new(Hub {
             routes: Mutex::default(),
             next_id: AtomicU64::new(0),
             queue_capacity: queue_capacity.max(1),
+            repairs: Semaphore::new(repair_concurrency.max(1)),
+            recovery: Notify::new(),
         })
     }
 
@@ -102,7 +120,49 @@ impl Hub {
         }
     }
 
+    /// Asks `live::recovery` to compare every subscriber with Postgres; requests
+    /// made while one runs are coalesced into one more run.
+    pub fn request_recovery(&self) {
+        self.recovery.notify_one();
+    }
+
+    pub(super) async fn recovery_requested(&self) {
+        self.recovery.notified().await;
+    }
+
+    /// What is followed now: the orders, and the customers.
+    pub(super) fn watched(&self) -> (Vec<Uuid>, Vec<Uuid>) {
+        let (mut orders, mut customers) = (Vec::new(), Vec::new());
+        for route in self.lock().keys() {
+            match *route {
+                Route::Order(id) => orders.push(id),
+                Route::Customer(id) => customers.push(id),
+            }
+        }
+        (orders, customers)
+    }
+
+    /// Hands each route's subscribers the committed versions of what they follow.
+    pub(super) fn deliver_frontiers(&self, frontiers: HashMap<Route, Arc<[(Uuid, i64)]>>) {
+        let routes = self.lock();
+        for (route, frontier) in frontiers {
+            for slot in routes.get(&route).into_iter().flat_map(HashMap::values) {
+                slot.deliver(Delivery::Frontier(frontier.clone()));
+            }
+        }
+    }
+
+    /// Waits for a turn to read Postgres for a subscriber that is catching up.
+    pub(super) async fn repair_permit(&self) -> SemaphorePermit<'_> {
+        self.repairs
+            .acquire()
+            .await
+            .expect("the repair semaphore is never closed")
+    }
+
     /// Marks every subscriber lagged: each reloads its state from Postgres.
+    /// For when continuity is lost for everyone (the CDC history itself is gone);
+    /// an outage of the pipeline needs only `request_recovery`.
     pub fn resync_all(&self) {
         let routes = self.lock();
         for slot in routes.values().flat_map(HashMap::values) {
@@ -180,7 +240,7 @@ mod tests {
 
     #[tokio::test]
     async fn versions_reach_order_and_customer_subscribers_only() {
-        let hub = Hub::new(8);
+        let hub = Hub::new(8, 1);
         let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
         let mut by_order = hub.watch_order(order);
         let mut by_customer = hub.watch_customer(customer);
@@ -196,7 +256,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_marks_only_that_subscriber_lagged() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, 1);
         let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
         let mut slow = hub.watch_order(order);
         let mut fast = hub.watch_order(order);
@@ -212,11 +272,25 @@ mod tests {
 
     #[tokio::test]
     async fn resync_all_wakes_every_subscriber() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 1);
         let mut a = hub.watch_order(Uuid::now_v7());
         let mut b = hub.watch_customer(Uuid::now_v7());
         hub.resync_all();
         assert!(matches!(a.recv().await, Some(Delivery::Resync)));
         assert!(a.lagged.load(Ordering::Acquire) && b.take_lagged());
+    }
+
+    #[tokio::test]
+    async fn frontiers_reach_the_subscribers_of_their_route_only() {
+        let hub = Hub::new(4, 1);
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut by_order = hub.watch_order(order);
+        let mut by_customer = hub.watch_customer(customer);
+        let (orders, customers) = hub.watched();
+        assert_eq!((orders, customers), (vec![order], vec![customer]));
+        let frontier: Arc<[(Uuid, i64)]> = Arc::from(vec![(order, 7)]);
+        hub.deliver_frontiers(HashMap::from([(Route::Order(order), frontier)]));
+        assert!(matches!(by_order.recv().await, Some(Delivery::Frontier(f)) if f[..] == [(order, 7)]));
+        assert!(by_customer.rx.try_recv().is_err());
     }
 }

@@ -3,7 +3,9 @@
 //! streams that turn them into an exact, ordered, gap-free sequence.
 
 mod hub;
+mod recovery;
 mod stream;
 
 pub use hub::{Delivery, Hub, Subscription};
+pub use recovery::run as run_recovery;
 pub use stream::{updates, LiveError, Topic, Update};

@@ -3,7 +3,8 @@
 //! is already on its way through the queue: there is no window in which a
 //! change can be missed. Versions at or below what was sent are dropped
 //! (CDC redeliveries), a version above the next expected one is a gap that is
-//! filled from `order_versions`, and a lagged subscriber reloads its state.
+//! filled from `order_versions`, a lagged subscriber reloads what changed,
+//! and one that a recovery finds behind catches up from `order_versions`.
 //!
 //! Database futures are boxed where a stream awaits them: a stream's state
 //! machine is as large as its largest await point, and tens of thousands of
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use entity::OrderStatus;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
@@ -96,20 +98,19 @@ fn order_updates(
             Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
             Err(error) => { yield Err(error.into()); return; }
         };
-        let mut tracker = VersionTracker::default();
-        for update in Box::pin(resume(&db, current, after_version)).await {
-            tracker.sent(&update);
+        let (first, tracker) = Box::pin(resume(&db, current, after_version)).await;
+        for update in first {
             yield Ok(update);
         }
-        for await item in follow(db, subscription, tracker, caller, Scope::Order(order_id)) {
+        for await item in follow(db, hub, subscription, tracker, caller, Scope::Order(order_id)) {
             yield item;
         }
     }
 }
 
 /// Updates of every order of the caller: a SNAPSHOT of each open or scheduled
-/// order, then every version committed after the subscription started of any
-/// of their orders, new ones included.
+/// order (however many, read in pages), then every version committed after
+/// the subscription started of any of their orders, new ones included.
 fn my_order_updates(
     db: DatabaseConnection,
     hub: Arc<Hub>,
@@ -117,64 +118,51 @@ fn my_order_updates(
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
         let subscription = hub.watch_customer(caller.customer_id);
-        // Updated since this (with a margin for long transactions) means "may have changed".
-        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
         let mut tracker = VersionTracker::default();
-        match Box::pin(db::current_versions(&db, caller.customer_id)).await {
-            Ok(versions) => tracker.last_sent.extend(versions),
+        let versions = match Box::pin(db::customer_versions(&db, caller.customer_id)).await {
+            Ok(versions) => versions,
             Err(error) => { yield Err(error.into()); return; }
+        };
+        // Every order that exists now is known at its version; one the tracker
+        // has not seen was created after this read and starts at version 1.
+        for &(order_id, version, _) in &versions {
+            tracker.hold(order_id, version);
         }
-        match Box::pin(db::active_orders(&db, caller.customer_id)).await {
-            Ok(views) => for view in views {
-                let update = Update::snapshot(view, false);
-                tracker.sent(&update);
-                yield Ok(update);
-            },
-            Err(error) => { yield Err(error.into()); return; }
+        let active: Vec<Uuid> = versions
+            .iter()
+            .filter(|(_, _, status)| *status != OrderStatus::Cancelled)
+            .map(|&(order_id, _, _)| order_id)
+            .collect();
+        for page in active.chunks(db::STATES_PER_QUERY) {
+            match Box::pin(db::orders_by_ids(&db, caller.customer_id, page)).await {
+                Ok(views) => for view in views {
+                    let update = Update::snapshot(view, false);
+                    tracker.sent(&update);
+                    yield Ok(update);
+                },
+                Err(error) => { yield Err(error.into()); return; }
+            }
         }
-        for await item in follow(db, subscription, tracker, caller, Scope::Customer { since }) {
+        for await item in follow(db, hub, subscription, tracker, caller, Scope::Customer) {
             yield item;
         }
     }
 }
 
 /// What a subscription covers, and so what it reloads after a lag.
+#[derive(Debug, Clone, Copy)]
 enum Scope {
     Order(Uuid),
-    /// Every order of the caller; `since` bounds which closed orders may have changed.
-    Customer {
-        since: chrono::DateTime<chrono::Utc>,
-    },
-}
-
-impl Scope {
-    /// Fresh states (`resync: true`) for what the subscriber may have missed.
-    async fn reload(
-        &self,
-        db: &DatabaseConnection,
-        caller: Caller,
-        tracker: &VersionTracker,
-    ) -> Result<Vec<Update>, DomainError> {
-        match self {
-            Scope::Order(order_id) => match db::find_order(db, caller.customer_id, *order_id).await? {
-                Some(view) => Ok(vec![Update::snapshot(view, true)]),
-                None => Err(DomainError::NotFound("order")),
-            },
-            Scope::Customer { since } => Ok(db::orders_changed_since(db, caller.customer_id, *since)
-                .await?
-                .into_iter()
-                .filter(|view| tracker.last_sent.get(&view.order.id) != Some(&view.order.version))
-                .map(|view| Update::snapshot(view, true))
-                .collect()),
-        }
-    }
+    /// Every order of the caller.
+    Customer,
 }
 
 /// After its first messages, a subscription follows the hub: each delivered
-/// version through the tracker, a reload when it lagged, and an error when the
-/// caller's token expires.
+/// version through the tracker, a reload when it lagged, a catch-up when a
+/// recovery shows it behind, and an error when the caller's token expires.
 fn follow(
     db: DatabaseConnection,
+    hub: Arc<Hub>,
     mut subscription: Subscription,
     mut tracker: VersionTracker,
     caller: Caller,
@@ -183,6 +171,7 @@ fn follow(
     async_stream::stream! {
         let expiry = tokio::time::sleep_until(until(caller.expires_at));
         tokio::pin!(expiry);
+        let repair = Repair { db: &db, hub: &hub, caller };
         loop {
             let delivery = tokio::select! {
                 delivery = subscription.recv() => delivery,
@@ -191,17 +180,24 @@ fn follow(
             let Some(delivery) = delivery else { return };
             if subscription.take_lagged() {
                 metrics::counter!(metric::LIVE_RESYNCS).increment(1);
-                match Box::pin(scope.reload(&db, caller, &tracker)).await {
-                    Ok(updates) => for update in updates {
-                        tracker.sent(&update);
-                        yield Ok(update);
-                    },
+                let changed = match Box::pin(repair.changed(scope, &tracker)).await {
+                    Ok(changed) => changed,
                     Err(error) => { yield Err(error.into()); return; }
+                };
+                for page in changed.chunks(db::STATES_PER_QUERY) {
+                    match Box::pin(repair.snapshots(page)).await {
+                        Ok(views) => for view in views {
+                            let update = Update::snapshot(view, true);
+                            tracker.sent(&update);
+                            yield Ok(update);
+                        },
+                        Err(error) => { yield Err(error.into()); return; }
+                    }
                 }
                 continue;
             }
-            if let Delivery::Version(version) = delivery {
-                match tracker.step(&version) {
+            match delivery {
+                Delivery::Version(version) => match tracker.step(&version) {
                     Step::Stale => {}
                     Step::Next => {
                         let update = Update::live(version);
@@ -209,30 +205,108 @@ fn follow(
                         yield Ok(update);
                     }
                     Step::Gap { last } => {
-                        for update in Box::pin(tracker.fill_gap(&db, last, version)).await {
+                        let missed = Box::pin(repair.versions(version.order_id, last, version.version - 1)).await;
+                        for update in tracker.repair(last, version, missed) {
+                            yield Ok(update);
+                        }
+                    }
+                },
+                Delivery::Frontier(frontier) => {
+                    for &(order_id, committed) in frontier.iter() {
+                        let last = tracker.last(order_id);
+                        if committed <= last {
+                            continue;
+                        }
+                        let missed = Box::pin(repair.versions(order_id, last, committed)).await;
+                        let updates = match tracker.replay(last, committed, missed) {
+                            Some(updates) => updates,
+                            None => match Box::pin(repair.snapshots(&[order_id])).await {
+                                Ok(views) => views.into_iter().map(|view| Update::snapshot(view, true)).collect(),
+                                Err(error) => { yield Err(error.into()); return; }
+                            },
+                        };
+                        metrics::counter!(metric::LIVE_CATCH_UPS).increment(1);
+                        for update in updates {
+                            tracker.sent(&update);
                             yield Ok(update);
                         }
                     }
                 }
+                Delivery::Resync => {}
             }
         }
     }
 }
 
-/// The first messages of an order subscription.
-async fn resume(db: &DatabaseConnection, current: crate::domain::OrderView, after: Option<i64>) -> Vec<Update> {
-    let now = current.order.version;
-    match after {
-        None => vec![Update::snapshot(current, false)],
-        Some(after) if after == now => Vec::new(),
-        Some(after) if after < now => match db::order_versions_between(db, current.order.id, after, now).await {
-            Ok(missed) if is_contiguous(&missed, after, now) => {
-                missed.into_iter().map(|v| Update::live(Arc::new(v))).collect()
-            }
-            _ => vec![Update::snapshot(current, true)],
-        },
-        Some(_) => vec![Update::snapshot(current, true)],
+/// The database reads of a subscriber that is catching up. Each waits for one
+/// of the hub's repair permits and gives it back before anything is yielded,
+/// so a subscriber that reads slowly never holds one.
+struct Repair<'a> {
+    db: &'a DatabaseConnection,
+    hub: &'a Hub,
+    caller: Caller,
+}
+
+impl Repair<'_> {
+    /// The committed versions `(after, up_to]` of an order.
+    async fn versions(&self, order_id: Uuid, after: i64, up_to: i64) -> Result<Vec<OrderVersion>, DomainError> {
+        let _permit = self.hub.repair_permit().await;
+        db::order_versions_between(self.db, order_id, after, up_to).await
     }
+
+    /// The current states of some of the caller's orders.
+    async fn snapshots(&self, order_ids: &[Uuid]) -> Result<Vec<crate::domain::OrderView>, DomainError> {
+        let _permit = self.hub.repair_permit().await;
+        db::orders_by_ids(self.db, self.caller.customer_id, order_ids).await
+    }
+
+    /// The orders of `scope` whose committed version is not the one last sent:
+    /// everything a lagged subscriber may have missed, however many, whenever
+    /// their transactions began.
+    async fn changed(&self, scope: Scope, tracker: &VersionTracker) -> Result<Vec<Uuid>, DomainError> {
+        match scope {
+            Scope::Order(order_id) => Ok(vec![order_id]),
+            Scope::Customer => {
+                let _permit = self.hub.repair_permit().await;
+                let versions = db::customer_versions(self.db, self.caller.customer_id).await?;
+                Ok(versions
+                    .into_iter()
+                    .filter(|&(order_id, version, _)| tracker.last(order_id) != version)
+                    .map(|(order_id, _, _)| order_id)
+                    .collect())
+            }
+        }
+    }
+}
+
+/// The first messages of an order subscription, and the tracker that starts
+/// at the version the client then holds, whichever way it got there.
+async fn resume(
+    db: &DatabaseConnection,
+    current: crate::domain::OrderView,
+    after: Option<i64>,
+) -> (Vec<Update>, VersionTracker) {
+    let (order_id, now) = (current.order.id, current.order.version);
+    let mut tracker = VersionTracker::default();
+    let updates = match after {
+        None => vec![Update::snapshot(current, false)],
+        Some(after) if after <= now => {
+            tracker.hold(order_id, after);
+            let missed = if after == now {
+                Ok(Vec::new())
+            } else {
+                db::order_versions_between(db, order_id, after, now).await
+            };
+            tracker
+                .replay(after, now, missed)
+                .unwrap_or_else(|| vec![Update::snapshot(current, true)])
+        }
+        Some(_) => vec![Update::snapshot(current, true)],
+    };
+    for update in &updates {
+        tracker.sent(update);
+    }
+    (updates, tracker)
 }
 
 fn is_contiguous(versions: &[OrderVersion], after: i64, up_to: i64) -> bool {
@@ -243,23 +317,35 @@ fn is_contiguous(versions: &[OrderVersion], after: i64, up_to: i64) -> bool {
             .all(|(v, expected)| v.version == expected)
 }
 
-/// The last version sent per order; decides what a delivered version means.
-#[derive(Default)]
+/// The last version the client holds, per order; decides what a delivered
+/// version means. An order it does not know is one created after the
+/// subscription read its starting state, so it holds "version 0" of it.
+#[derive(Debug, Default)]
 struct VersionTracker {
     last_sent: HashMap<Uuid, i64>,
 }
 
 impl VersionTracker {
+    /// The client holds `version` of the order.
+    fn hold(&mut self, order_id: Uuid, version: i64) {
+        self.last_sent.insert(order_id, version);
+    }
+
     fn sent(&mut self, update: &Update) {
-        self.last_sent.insert(update.version.order_id, update.version.version);
+        self.hold(update.version.order_id, update.version.version);
+    }
+
+    fn last(&self, order_id: Uuid) -> i64 {
+        self.last_sent.get(&order_id).copied().unwrap_or(0)
     }
 
     /// What a delivered version means for this subscriber.
     fn step(&self, version: &OrderVersion) -> Step {
-        match self.last_sent.get(&version.order_id).copied() {
-            Some(last) if version.version <= last => Step::Stale,
-            Some(last) if version.version > last + 1 => Step::Gap { last },
-            _ => Step::Next,
+        let last = self.last(version.order_id);
+        match version.version {
+            v if v <= last => Step::Stale,
+            v if v == last + 1 => Step::Next,
+            _ => Step::Gap { last },
         }
     }
 
@@ -269,27 +355,46 @@ impl VersionTracker {
         record_push_latency(&update.version);
     }
 
-    /// The versions after `last` up to `version`, read back from
-    /// `order_versions`; if that history is gone, only `version` with a
-    /// resync: it is whole and newer.
-    async fn fill_gap(&mut self, db: &DatabaseConnection, last: i64, version: Arc<OrderVersion>) -> Vec<Update> {
-        let missed = db::order_versions_between(db, version.order_id, last, version.version - 1).await;
-        let mut updates = Vec::new();
-        match missed {
-            Ok(missed) if is_contiguous(&missed, last, version.version - 1) => {
-                updates.extend(missed.into_iter().map(|v| Update::live(Arc::new(v))));
-                updates.push(Update::live(version));
+    /// The versions `(last, up_to]` as live updates, recorded as sent, if
+    /// `missed` holds every one of them; `None` when that history is
+    /// incomplete (or could not be read), and the caller must resync.
+    fn replay(&mut self, last: i64, up_to: i64, missed: Result<Vec<OrderVersion>, DomainError>) -> Option<Vec<Update>> {
+        let missed = match missed {
+            Ok(missed) if is_contiguous(&missed, last, up_to) => missed,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "could not read missed versions back; resyncing instead");
+                return None;
             }
-            _ => updates.push(Update { version, resync: true }),
-        }
+        };
+        let updates: Vec<Update> = missed.into_iter().map(|v| Update::live(Arc::new(v))).collect();
         for update in &updates {
             self.delivered(update);
         }
+        Some(updates)
+    }
+
+    /// After a gap before `version`: the missed versions, then `version`; if
+    /// that history is incomplete, `version` alone as a resync (it is whole and newer).
+    fn repair(
+        &mut self,
+        last: i64,
+        version: Arc<OrderVersion>,
+        missed: Result<Vec<OrderVersion>, DomainError>,
+    ) -> Vec<Update> {
+        let (mut updates, resync) = match self.replay(last, version.version - 1, missed) {
+            Some(updates) => (updates, false),
+            None => (Vec::new(), true),
+        };
+        let update = Update { version, resync };
+        self.delivered(&update);
+        updates.push(update);
         updates
     }
 }
 
 /// See `VersionTracker::step`.
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     /// At or below what was sent: a redelivery, dropped.
     Stale,
@@ -308,4 +413,165 @@ fn record_push_latency(version: &OrderVersion) {
 fn until(expires_at: SystemTime) -> tokio::time::Instant {
     let left = expires_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
     tokio::time::Instant::now() + left
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::{ChangeKind, OrderView};
+
+    fn version_of(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
+        OrderVersion {
+            order_id,
+            customer_id,
+            version,
+            change: ChangeKind::Updated,
+            view: OrderView::empty_open(order_id, customer_id, version).into(),
+            committed_at_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn resuming_at_the_current_version_holds_it() {
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let current = OrderView::empty_open(order, customer, 5);
+        // No database is needed (or reachable) when the client is up to date.
+        let (first, tracker) = resume(&DatabaseConnection::default(), current, Some(5)).await;
+        assert!(first.is_empty(), "nothing was missed");
+        assert_eq!(
+            tracker.step(&version_of(order, customer, 5)),
+            Step::Stale,
+            "v5 still in flight is a duplicate"
+        );
+        assert_eq!(
+            tracker.step(&version_of(order, customer, 4)),
+            Step::Stale,
+            "an older redelivery is not accepted"
+        );
+        assert_eq!(tracker.step(&version_of(order, customer, 6)), Step::Next);
+    }
+
+    #[tokio::test]
+    async fn resuming_from_the_future_resyncs_at_the_current_version() {
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let current = OrderView::empty_open(order, customer, 5);
+        let (first, tracker) = resume(&DatabaseConnection::default(), current, Some(9)).await;
+        assert!(first.len() == 1 && first[0].resync && first[0].version.version == 5);
+        assert_eq!(tracker.step(&version_of(order, customer, 6)), Step::Next);
+        assert_eq!(tracker.step(&version_of(order, customer, 5)), Step::Stale);
+    }
+
+    #[test]
+    fn an_order_the_tracker_has_not_seen_starts_before_its_first_version() {
+        let (known, unseen, customer) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut tracker = VersionTracker::default();
+        tracker.hold(known, 3);
+        assert_eq!(tracker.step(&version_of(unseen, customer, 1)), Step::Next);
+        assert_eq!(
+            tracker.step(&version_of(unseen, customer, 2)),
+            Step::Gap { last: 0 },
+            "a skipped CREATED is a gap"
+        );
+        assert_eq!(tracker.step(&version_of(known, customer, 4)), Step::Next);
+    }
+
+    #[test]
+    fn a_gap_is_filled_from_history_or_resynced() {
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut tracker = VersionTracker::default();
+        tracker.hold(order, 1);
+        let history = vec![version_of(order, customer, 2), version_of(order, customer, 3)];
+        let updates = tracker.repair(1, Arc::new(version_of(order, customer, 4)), Ok(history));
+        let sent: Vec<(i64, bool)> = updates.iter().map(|u| (u.version.version, u.resync)).collect();
+        assert_eq!(sent, [(2, false), (3, false), (4, false)]);
+        let pruned = vec![version_of(order, customer, 6)];
+        let updates = tracker.repair(4, Arc::new(version_of(order, customer, 7)), Ok(pruned));
+        let sent: Vec<(i64, bool)> = updates.iter().map(|u| (u.version.version, u.resync)).collect();
+        assert_eq!(sent, [(7, true)]);
+    }
+
+    /// What a subscriber's queue may bring, in any order, any number of times.
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// A version from Kafka (a redelivery, a reorder, or after a gap).
+        Deliver(i64),
+        /// A recovery's "Postgres has committed up to here".
+        Frontier(i64),
+    }
+
+    fn events(latest: i64) -> impl Strategy<Value = Vec<(Event, bool)>> {
+        let event = prop_oneof![
+            4 => (1..=latest).prop_map(Event::Deliver),
+            1 => (1..=latest).prop_map(Event::Frontier),
+        ];
+        proptest::collection::vec((event, proptest::bool::weighted(0.1)), 0..80)
+    }
+
+    proptest! {
+        /// Duplicates, reorders, gaps, pruned history and failing reads give the
+        /// client a contiguous sequence from the version it held, or an explicit
+        /// resync to a newer version: never a silent jump, never a step back.
+        #[test]
+        fn any_mix_of_deliveries_gives_a_contiguous_sequence_or_a_resync(
+            (_latest, held, pruned_below, events) in (1i64..30).prop_flat_map(|latest| {
+                (Just(latest), 0..=latest, 0..=latest, events(latest))
+            })
+        ) {
+            let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+            // What `order_versions` still holds: (after, up_to], pruned below a point.
+            let history = |after: i64, up_to: i64, fails: bool| -> Result<Vec<OrderVersion>, DomainError> {
+                if fails {
+                    return Err(DomainError::Unavailable(crate::domain::Retry::Aborted));
+                }
+                Ok((after + 1..=up_to)
+                    .filter(|v| *v >= pruned_below)
+                    .map(|v| version_of(order, customer, v))
+                    .collect())
+            };
+            let mut tracker = VersionTracker::default();
+            tracker.hold(order, held);
+            let mut client = held;
+            for (event, fails) in events {
+                let updates = match event {
+                    Event::Deliver(v) => {
+                        let version = Arc::new(version_of(order, customer, v));
+                        match tracker.step(&version) {
+                            Step::Stale => Vec::new(),
+                            Step::Next => {
+                                let update = Update::live(version);
+                                tracker.delivered(&update);
+                                vec![update]
+                            }
+                            Step::Gap { last } => tracker.repair(last, version, history(last, v - 1, fails)),
+                        }
+                    }
+                    Event::Frontier(committed) => {
+                        let last = tracker.last(order);
+                        if committed <= last {
+                            Vec::new()
+                        } else {
+                            let updates = tracker.replay(last, committed, history(last, committed, fails))
+                                .unwrap_or_else(|| vec![Update::snapshot(OrderView::empty_open(order, customer, committed), true)]);
+                            for update in &updates {
+                                tracker.sent(update);
+                            }
+                            updates
+                        }
+                    }
+                };
+                for update in updates {
+                    let got = update.version.version;
+                    if update.resync {
+                        prop_assert!(got > client, "a resync to v{} after v{}", got, client);
+                    } else {
+                        prop_assert_eq!(got, client + 1, "a live update must be the next version");
+                    }
+                    client = got;
+                }
+                prop_assert_eq!(tracker.last(order), client);
+            }
+        }
+    }
 }

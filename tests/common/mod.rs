@@ -7,7 +7,8 @@ use std::time::Duration;
 use ordercast::app::Application;
 use ordercast::auth::TokenKeys;
 use ordercast::config::{
-    AuthConfig, DatabaseConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
+    AuthConfig, DatabaseConfig, DrainConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL,
+    DEFAULT_KAFKA_BROKERS,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
@@ -38,6 +39,7 @@ pub fn serve_config() -> ServeConfig {
         kafka_brokers: kafka_brokers(),
         limits: Limits::default(),
         live: LiveConfig::default(),
+        drain: DrainConfig::default(),
     }
 }
 

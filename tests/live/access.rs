@@ -95,13 +95,13 @@ async fn a_subscription_ends_when_its_token_expires() {
 
     let mut client = WsClient::connect(&app, &short).await.unwrap_or_else(|e| panic!("{e}"));
     subscribe_snapshot(&mut client, "1", &order).await;
-    // Within a few seconds of the expiry the subscription ends: an UNAUTHENTICATED error, a
-    // `complete`, or the server closing the socket.
+    // Within a few seconds of the expiry the subscription ends with an UNAUTHENTICATED error:
+    // nothing else (a bare `complete`, a closed socket) tells the client to sign in again.
     let started = std::time::Instant::now();
     let ended = loop {
         match client.poll_event("1", Duration::from_millis(500)).await {
-            Err(why) => break format!("socket closed: {why}"),
-            Ok(Some(Event::Complete)) => break "complete".to_owned(),
+            Err(why) => panic!("the socket closed before the subscription said why: {why}"),
+            Ok(Some(Event::Complete)) => panic!("a bare `complete` at expiry; the contract says UNAUTHENTICATED"),
             Ok(Some(event)) if event.errors().is_some() => {
                 let code = event.error_code();
                 assert_eq!(code.as_deref(), Some("UNAUTHENTICATED"), "{event:?}");

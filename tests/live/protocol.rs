@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::ws::ws_url;
+use crate::common::ws::{ws_url, WsClient, WAIT};
 use crate::common::{serve_config, spawn_app_with, TestApp};
+use crate::support::{cancel, next_update, subscribe_snapshot};
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -57,7 +58,10 @@ async fn close_code(socket: &mut Socket) -> Option<u16> {
 }
 
 async fn acked(app: &TestApp) -> Socket {
-    let token = app.token(app.new_customer().await);
+    acked_as(app, &app.token(app.new_customer().await)).await
+}
+
+async fn acked_as(app: &TestApp, token: &str) -> Socket {
     let mut socket = open(app, "graphql-transport-ws").await;
     send(
         &mut socket,
@@ -126,7 +130,8 @@ async fn every_violation_closes_with_its_code() {
 #[tokio::test]
 async fn ping_pong_operations_errors_and_complete() {
     let app = app().await;
-    let mut socket = acked(&app).await;
+    let token = app.token(app.new_customer().await);
+    let mut socket = acked_as(&app, &token).await;
     send(&mut socket, json!({ "type": "ping", "payload": { "n": 1 } })).await;
     assert_eq!(
         next(&mut socket).await.unwrap(),
@@ -162,8 +167,27 @@ async fn ping_pong_operations_errors_and_complete() {
     );
     assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
 
-    send(&mut socket, json!({ "type": "subscribe", "id": "live", "payload": { "query": "subscription { myOrderUpdates { version } }" } })).await;
+    // A completed subscription sends nothing more, even when its order changes.
+    let order = app.new_order(&token).await;
+    let subscription = json!({ "query": "subscription($o: ID!) { orderUpdates(orderId: $o) { version } }", "variables": { "o": order } });
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "live", "payload": subscription }),
+    )
+    .await;
+    let snapshot = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["id"].as_str()),
+        (Some("next"), Some("live")),
+        "{snapshot}"
+    );
     send(&mut socket, json!({ "type": "complete", "id": "live" })).await;
+    // A second subscriber of the order on the same instance shows when the change has arrived.
+    let mut witness = WsClient::connect(&app, &token).await.unwrap_or_else(|e| panic!("{e}"));
+    subscribe_snapshot(&mut witness, "w", &order).await;
+    cancel(&app, &token, &order).await;
+    assert_eq!(next_update(&mut witness, "w", WAIT).await.change, "CANCELLED");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     send(&mut socket, json!({ "type": "ping" })).await;
     assert_eq!(
         next(&mut socket).await.unwrap()["type"],
