@@ -14,7 +14,7 @@ KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_KAFKA_PORT)
 export ORDERCAST_PG_PORT ORDERCAST_KAFKA_PORT ORDERCAST_KAFKA_CONTROLLER_PORT ORDERCAST_CONNECT_PORT
 export DATABASE_URL KAFKA_BROKERS
 
-.PHONY: help stack stack-down stack-status stack-reset run test lint playground client-tests bench
+.PHONY: help stack stack-down stack-status stack-reset run test chaos lint playground client-tests bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ run: stack ## Start the stack, migrate, seed, and serve ordercast
 test: stack ## Start the stack and run every test: Rust, then Node clients and GraphiQL in Chromium
 	$(CARGO) test --workspace --locked
 	@scripts/client-tests.sh
+
+chaos: stack ## Fault suite: crashes Kafka, Connect, Postgres, Debezium's walsender and an instance under load, then repairs them
+	$(CARGO) test --locked --test chaos -- --ignored --nocapture --test-threads=1
 
 lint: ## rustfmt and clippy, as CI runs them
 	$(CARGO) fmt --all -- --check

@@ -5,6 +5,7 @@
 #   stack/stack.sh down     stop what the pid files name: Connect, then Kafka, then Postgres
 #   stack/stack.sh status   each service: state, pid, port, RSS; and the connector's state
 #   stack/stack.sh reset    down, then delete all data (pg, kafka, connect offsets, logs); downloaded jars are kept
+#   stack/stack.sh crash S  crash one service the way real faults do (S: kafka, connect, postgres, walsender); `up` repairs
 #
 # No Docker: Postgres comes from Debian's postgresql-15, Kafka/Connect/Debezium are jars that Maven resolves from
 # stack/pom.xml (the pinned versions live there). Everything the stack writes lives in <repo>/.stack/ (git-ignored).
@@ -641,13 +642,47 @@ cmd_status() {
   log "versions: Kafka $KAFKA_VERSION, Debezium $DEBEZIUM_VERSION, PostgreSQL $("$PG_BIN/postgres" --version 2>/dev/null | awk '{ print $3 }' || echo '?')"
 }
 
+# crash SERVICE: what a real crash does, for the fault suite (`make chaos`); `up` repairs it.
+cmd_crash() {
+  local pid
+  case "${1:-}" in
+    kafka | connect)
+      pid="$(live_pid "$1")"
+      [[ -n "$pid" ]] || fail crash "" "$1 is not running"
+      kill -KILL "$pid"
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+      rm -f "$RUN/$1.pid"
+      log "crash: $1 (pid $pid) killed with SIGKILL"
+      ;;
+    postgres)
+      pid="$(live_pid postgres)"
+      [[ -n "$pid" ]] || fail crash "" "postgres is not running"
+      as_pg "$PG_BIN/pg_ctl" stop -D "$PGDATA" -m immediate -w -t 30 >/dev/null 2>&1 ||
+        fail crash "$LOGS/postgres.log" "pg_ctl stop -m immediate failed"
+      rm -f "$RUN/postgres.pid"
+      log "crash: postgres (pid $pid) stopped with -m immediate (no shutdown checkpoint: crash recovery on start)"
+      ;;
+    walsender)
+      psql_super -d "$DB_NAME" -At -c \
+        "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots WHERE slot_name = '$SLOT' AND active_pid IS NOT NULL" |
+        grep -qx 1 || fail crash "" "slot $SLOT has no active walsender to terminate"
+      log "crash: terminated Debezium's replication connection (walsender of slot $SLOT)"
+      ;;
+    *)
+      echo "usage: $0 crash kafka|connect|postgres|walsender" >&2
+      exit 2
+      ;;
+  esac
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   reset) cmd_reset ;;
+  crash) cmd_crash "${2:-}" ;;
   *)
-    echo "usage: $0 up|down|status|reset" >&2
+    echo "usage: $0 up|down|status|reset|crash SERVICE" >&2
     exit 2
     ;;
 esac

@@ -9,97 +9,21 @@ mod common;
 #[path = "live/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use common::stack::{stack_up, stop, RestartStackOnDrop, Service};
 use common::ws::{WsClient, WAIT};
 use common::{spawn_app, TestApp};
 use support::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `stack/stack.sh up` (it returns once everything is healthy and the connector runs).
-fn stack_up() -> bool {
-    match Command::new("stack/stack.sh").arg("up").current_dir(repo()).status() {
-        Ok(status) => status.success(),
-        Err(e) => {
-            eprintln!("could not run stack/stack.sh up: {e}");
-            false
-        }
-    }
-}
-
-/// Restarts the stack when dropped while armed, so a failing test never leaves Kafka down.
-struct RestartStackOnDrop {
-    armed: bool,
-}
-
-impl Drop for RestartStackOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            eprintln!("broker_restart: restarting the stack (stack/stack.sh up)");
-            if !stack_up() {
-                eprintln!("broker_restart: stack/stack.sh up failed; run `make stack` by hand");
-            }
-        }
-    }
-}
-
-fn is_running(pid: u32) -> bool {
-    // Gone, or a zombie waiting for its parent: either way the broker no longer serves.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// Sends SIGTERM to the broker named in `.stack/run/kafka.pid` and waits until it is gone.
+/// Stops the stack's Kafka broker gracefully (SIGTERM) and waits until it is gone.
 async fn stop_kafka() {
-    let pid_file = repo().join(".stack/run/kafka.pid");
-    let pid: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap_or_else(|e| panic!("{}: {e}; is the stack up (`make stack`)?", pid_file.display()))
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{} holds a pid: {e}", pid_file.display()));
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    assert!(
-        cmdline.contains("kafka.Kafka"),
-        "pid {pid} from {} is not the stack's Kafka broker (cmdline {cmdline:?}); run `make stack`",
-        pid_file.display()
-    );
-    signal(pid, "-TERM");
+    let pid = Service::Kafka.pid();
     let started = Instant::now();
-    while is_running(pid) {
-        if started.elapsed() > Duration::from_secs(60) {
-            eprintln!("Kafka (pid {pid}) ignored SIGTERM for 60 s: SIGKILL");
-            signal(pid, "-KILL");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "Kafka (pid {pid}) does not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop(pid, "-TERM", Duration::from_secs(60)).await;
     eprintln!("Kafka (pid {pid}) stopped in {:?}", started.elapsed());
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(
-        status.success() || !Path::new(&format!("/proc/{pid}")).exists(),
-        "kill {sig} {pid} failed"
-    );
 }
 
 /// Reads `device`'s messages until its state reaches the database's version, then a little more;

@@ -191,6 +191,8 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
             .set("fetch.wait.max.ms", "5")
             .set("fetch.min.bytes", "1")
             .set("statistics.interval.ms", "5000")
+            // A broker that comes back is found within a second, not librdkafka's default 10 s.
+            .set("reconnect.backoff.max.ms", "1000")
             .create_with_context(CdcContext { status: status.clone() })?,
     );
     let mut assignments = Assignments::new(config);

@@ -8,3 +8,4 @@ mod invariants;
 mod limits;
 mod orders;
 mod race;
+mod retry;

@@ -14,7 +14,20 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+pub mod stack;
 pub mod ws;
+
+/// Anything that serves ordercast over HTTP: an in-process `TestApp`, or an instance process.
+pub trait Endpoint {
+    /// `http://IP:PORT`
+    fn base_url(&self) -> &str;
+}
+
+impl Endpoint for TestApp {
+    fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
 
 pub const TEST_JWT_SECRET: &str = "ordercast-integration-test-secret";
 

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::TestApp;
+use super::Endpoint;
 
 /// How long `connect` waits for the upgrade plus `connection_ack` (or the refusal).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,11 +132,11 @@ enum Stop {
     Closed(String),
 }
 
-pub fn ws_url(app: &TestApp) -> String {
+pub fn ws_url(app: &impl Endpoint) -> String {
     let rest = app
-        .base_url
+        .base_url()
         .strip_prefix("http://")
-        .expect("TestApp.base_url starts with http://");
+        .expect("a base URL starts with http://");
     format!("ws://{rest}/graphql")
 }
 
@@ -153,12 +153,12 @@ pub struct WsClient {
 
 impl WsClient {
     /// Connects with `graphql-transport-ws` and `{"authorization": "Bearer <token>"}` in `connection_init`.
-    pub async fn connect(app: &TestApp, token: &str) -> Result<WsClient, ConnectError> {
+    pub async fn connect(app: &impl Endpoint, token: &str) -> Result<WsClient, ConnectError> {
         Self::connect_with(app, token, ConnectOptions::default()).await
     }
 
     /// Connects with the legacy `graphql-ws` (subscriptions-transport-ws) protocol.
-    pub async fn connect_legacy(app: &TestApp, token: &str) -> Result<WsClient, ConnectError> {
+    pub async fn connect_legacy(app: &impl Endpoint, token: &str) -> Result<WsClient, ConnectError> {
         let options = ConnectOptions {
             protocol: Protocol::LegacyWs,
             ..ConnectOptions::default()
@@ -166,14 +166,18 @@ impl WsClient {
         Self::connect_with(app, token, options).await
     }
 
-    pub async fn connect_with(app: &TestApp, token: &str, options: ConnectOptions) -> Result<WsClient, ConnectError> {
+    pub async fn connect_with(
+        app: &impl Endpoint,
+        token: &str,
+        options: ConnectOptions,
+    ) -> Result<WsClient, ConnectError> {
         let payload = json!({ "authorization": format!("Bearer {token}") });
         Self::connect_with_payload(app, payload, options).await
     }
 
     /// Connects and sends `payload` as the `connection_init` payload, verbatim.
     pub async fn connect_with_payload(
-        app: &TestApp,
+        app: &impl Endpoint,
         payload: Value,
         options: ConnectOptions,
     ) -> Result<WsClient, ConnectError> {
@@ -224,12 +228,12 @@ impl WsClient {
         }
     }
 
-    async fn upgrade(app: &TestApp, options: ConnectOptions) -> Result<WsClient, ConnectError> {
+    async fn upgrade(app: &impl Endpoint, options: ConnectOptions) -> Result<WsClient, ConnectError> {
         let addr: SocketAddr = app
-            .base_url
+            .base_url()
             .strip_prefix("http://")
             .and_then(|a| a.parse().ok())
-            .expect("TestApp.base_url is http://IP:PORT");
+            .expect("a base URL is http://IP:PORT");
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -308,6 +312,23 @@ impl WsClient {
         loop {
             if let Some(event) = self.pending.get_mut(id).and_then(VecDeque::pop_front) {
                 return Ok(Some(event));
+            }
+            match self.pump(deadline).await {
+                Ok(()) => {}
+                Err(Stop::Timeout) => return Ok(None),
+                Err(Stop::Closed(why)) => return Err(why),
+            }
+        }
+    }
+
+    /// The next event of any operation, with its id: `Ok(None)` if none came within `timeout`,
+    /// `Err(why)` once the socket ended and everything received before was taken.
+    pub async fn poll_any(&mut self, timeout: Duration) -> Result<Option<(String, Event)>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((id, queue)) = self.pending.iter_mut().find(|(_, queue)| !queue.is_empty()) {
+                let event = queue.pop_front().expect("not empty");
+                return Ok(Some((id.clone(), event)));
             }
             match self.pump(deadline).await {
                 Ok(()) => {}
