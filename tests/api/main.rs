@@ -8,4 +8,5 @@ mod invariants;
 mod limits;
 mod orders;
 mod race;
+mod readiness;
 mod retry;

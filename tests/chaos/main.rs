@@ -175,6 +175,7 @@ async fn no_fault_loses_a_write_or_breaks_the_live_contract() {
 
     let mut guard = RestartStackOnDrop { armed: true };
     let mut reports = Vec::new();
+    let mut readiness_failures = Vec::new();
     let mut instances = 1;
     for fault in Fault::ALL {
         let start = Instant::now();
@@ -188,6 +189,17 @@ async fn no_fault_loses_a_write_or_breaks_the_live_contract() {
             }
         }
         tokio::time::sleep(FAULT_HELD).await;
+        if let Fault::KillKafka = fault {
+            // A CDC outage must not take the instance out of rotation: Postgres still takes writes.
+            let serving = watcher_instance.status("/readyz").await;
+            let live = watcher_instance.status("/readyz/cdc").await;
+            eprintln!("chaos: while Kafka is down, /readyz {serving:?}, /readyz/cdc {live:?}");
+            if (serving, live) != (Some(200), Some(503)) {
+                readiness_failures.push(format!(
+                    "while Kafka was down: /readyz {serving:?} (want 200), /readyz/cdc {live:?} (want 503)"
+                ));
+            }
+        }
         match fault.crash() {
             Some(_) => assert!(
                 tokio::task::spawn_blocking(stack_up).await.unwrap(),
@@ -216,7 +228,8 @@ async fn no_fault_loses_a_write_or_breaks_the_live_contract() {
     let _ = tokio::time::timeout(Duration::from_secs(5), watcher).await;
 
     let ledger = ledger.lock().unwrap();
-    let failures = print_table(&ledger, &reports, instances);
+    let mut failures = print_table(&ledger, &reports, instances);
+    failures.extend(readiness_failures);
     assert!(settled.is_some(), "the watchers did not catch up after the last fault");
     assert!(failures.is_empty(), "the fault suite failed:\n{}", failures.join("\n"));
 }

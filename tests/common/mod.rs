@@ -63,6 +63,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: DatabaseConnection,
     pub keys: TokenKeys,
+    /// Dropping it (with the `TestApp`) shuts the instance down, as SIGTERM would.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -80,7 +82,10 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
         "the CDC consumer never reached Kafka"
     );
     let base_url = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = signal.await;
+    }));
     let db = ordercast::db::connect(&DatabaseConfig {
         db_max_connections: 4,
         ..database
@@ -96,10 +101,18 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
         http,
         db,
         keys: TokenKeys::new(TEST_JWT_SECRET),
+        shutdown: Some(shutdown),
     }
 }
 
 impl TestApp {
+    /// Starts the instance's graceful shutdown, as SIGTERM does.
+    pub fn shut_down(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
     pub fn token(&self, customer: Uuid) -> String {
         self.keys.mint(customer, Duration::from_secs(3600))
     }
