@@ -130,24 +130,29 @@ impl Application {
             let _ = stopped.await;
         });
         let mut serve = Box::pin(std::future::IntoFuture::into_future(serve));
-        tokio::select! {
-            served = &mut serve => return served.context("serving HTTP"),
-            () = shutdown => {}
+        let served = async {
+            tokio::select! {
+                served = &mut serve => return served,
+                () = shutdown => {}
+            }
+            self.draining.store(true, Ordering::Release);
+            tracing::info!(delay = ?self.drain.delay(), "draining: /readyz answers 503");
+            tokio::select! {
+                served = &mut serve => return served,
+                () = tokio::time::sleep(self.drain.delay()) => {}
+            }
+            let _ = stop_accepting.send(());
+            tokio::time::timeout(self.drain.timeout(), &mut serve)
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(
+                        deadline = ?self.drain.timeout(),
+                        "in-flight requests did not finish within the shutdown deadline; they end with the process"
+                    );
+                    Ok(())
+                })
         }
-        self.draining.store(true, Ordering::Release);
-        tracing::info!(delay = ?self.drain.delay(), "draining: /readyz answers 503");
-        tokio::select! {
-            served = &mut serve => return served.context("serving HTTP"),
-            () = tokio::time::sleep(self.drain.delay()) => {}
-        }
-        let _ = stop_accepting.send(());
-        match tokio::time::timeout(self.drain.timeout(), &mut serve).await {
-            Ok(served) => served.context("serving HTTP")?,
-            Err(_) => tracing::warn!(
-                deadline = ?self.drain.timeout(),
-                "in-flight requests did not finish within the shutdown deadline; dropping them"
-            ),
-        }
+        .await;
         // Dropping the server drops the router, and with it every receiver but the sockets'.
         drop(serve);
         let _ = self.shutdown.send(true);
@@ -158,7 +163,7 @@ impl Application {
         {
             tracing::warn!("some WebSockets did not close within 2 s of the shutdown");
         }
-        Ok(())
+        served.context("serving HTTP")
     }
 }
 

@@ -109,7 +109,10 @@ fn describe() {
         "Time to read Postgres's versions and hand them to every subscriber"
     );
     describe_counter!(metric::LIVE_OVERFLOWS, "Subscribers whose queue overflowed");
-    describe_counter!(metric::LIVE_RESYNCS, "Resync states sent");
+    describe_counter!(
+        metric::LIVE_RESYNCS,
+        "Reloads of lagged subscribers (queue overflow), each sending resync states"
+    );
     describe_histogram!(
         metric::LIVE_COMMIT_TO_PUSH,
         Unit::Seconds,

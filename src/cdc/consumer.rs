@@ -198,6 +198,8 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
     let mut assignments = Assignments::new(config);
     let mut last_record = Instant::now();
     let mut metadata_tick = tokio::time::interval(Duration::from_secs(2));
+    // A slow lookup (Kafka unreachable) is followed by one tick, not a burst of them.
+    metadata_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             message = consumer.recv() => match message {
@@ -261,15 +263,19 @@ trait PartitionSource {
 
 impl PartitionSource for CdcConsumer {
     fn partitions_of(&self, topic: &str) -> Option<Vec<i32>> {
+        use rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART as UNKNOWN_TOPIC;
         let metadata = self.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
-        Some(
-            metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect(),
-        )
+        let mut partitions = Vec::new();
+        for entry in metadata.topics().iter().filter(|t| t.name() == topic) {
+            match entry.error() {
+                None => partitions.extend(entry.partitions().iter().map(|p| p.id())),
+                // Not created yet (Debezium creates it with its first record): no partitions.
+                Some(UNKNOWN_TOPIC) => {}
+                // Anything else (a leader being elected, a broker starting) is not an answer.
+                Some(_) => return None,
+            }
+        }
+        Some(partitions)
     }
 
     fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64, KafkaError> {
@@ -315,20 +321,20 @@ impl Assignments {
         let mut added = Vec::new();
         let mut listed = Vec::new();
         for topic in [&self.versions_topic, &self.heartbeat_topic] {
-            match self.plan(kafka, topic) {
-                Some(fresh) => {
-                    for &(partition, offset) in &fresh {
-                        additions.add_partition_offset(topic, partition, offset)?;
-                    }
-                    added.extend(
-                        fresh
-                            .into_iter()
-                            .map(|(partition, offset)| (topic.clone(), partition, offset)),
-                    );
-                    listed.push(topic.clone());
-                }
-                None => complete = false,
+            let Some(fresh) = self.plan(kafka, topic) else {
+                // Kafka cannot answer now; asking about the next topic would only wait again.
+                complete = false;
+                break;
+            };
+            for &(partition, offset) in &fresh {
+                additions.add_partition_offset(topic, partition, offset)?;
             }
+            added.extend(
+                fresh
+                    .into_iter()
+                    .map(|(partition, offset)| (topic.clone(), partition, offset)),
+            );
+            listed.push(topic.clone());
         }
         if !added.is_empty() {
             kafka.assign(&additions)?;

@@ -23,9 +23,6 @@ use crate::telemetry::metric;
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Version(Arc<OrderVersion>),
-    /// Wake-up after the hub marked the subscriber lagged (queue overflow, or
-    /// `resync_all`): its continuity can no longer be proven.
-    Resync,
     /// The versions Postgres has committed of the orders this subscriber
     /// follows, read after a CDC outage: whatever it has not delivered up to
     /// them, it repairs from `order_versions`.
@@ -160,17 +157,6 @@ impl Hub {
             .expect("the repair semaphore is never closed")
     }
 
-    /// Marks every subscriber lagged: each reloads its state from Postgres.
-    /// For when continuity is lost for everyone (the CDC history itself is gone);
-    /// an outage of the pipeline needs only `request_recovery`.
-    pub fn resync_all(&self) {
-        let routes = self.lock();
-        for slot in routes.values().flat_map(HashMap::values) {
-            slot.lagged.store(true, Ordering::Release);
-            slot.deliver(Delivery::Resync);
-        }
-    }
-
     pub fn subscriber_count(&self) -> usize {
         self.lock().values().map(HashMap::len).sum()
     }
@@ -268,16 +254,6 @@ mod tests {
         assert!(slow.take_lagged(), "the slow one overflowed");
         assert!(slow.rx.try_recv().is_err(), "its stale backlog is dropped");
         assert!(!slow.take_lagged(), "reported once");
-    }
-
-    #[tokio::test]
-    async fn resync_all_wakes_every_subscriber() {
-        let hub = Hub::new(4, 1);
-        let mut a = hub.watch_order(Uuid::now_v7());
-        let mut b = hub.watch_customer(Uuid::now_v7());
-        hub.resync_all();
-        assert!(matches!(a.recv().await, Some(Delivery::Resync)));
-        assert!(a.lagged.load(Ordering::Acquire) && b.take_lagged());
     }
 
     #[tokio::test]

@@ -98,7 +98,8 @@ fn order_updates(
             Ok(None) => { yield Err(DomainError::NotFound("order").into()); return; }
             Err(error) => { yield Err(error.into()); return; }
         };
-        let (first, tracker) = Box::pin(resume(&db, current, after_version)).await;
+        let repair = Repair { db: &db, hub: &hub, caller };
+        let (first, tracker) = Box::pin(resume(&repair, current, after_version)).await;
         for update in first {
             yield Ok(update);
         }
@@ -184,15 +185,21 @@ fn follow(
                     Ok(changed) => changed,
                     Err(error) => { yield Err(error.into()); return; }
                 };
+                let mut reloaded = 0;
                 for page in changed.chunks(db::STATES_PER_QUERY) {
                     match Box::pin(repair.snapshots(page)).await {
                         Ok(views) => for view in views {
+                            reloaded += 1;
                             let update = Update::snapshot(view, true);
                             tracker.sent(&update);
                             yield Ok(update);
                         },
                         Err(error) => { yield Err(error.into()); return; }
                     }
+                }
+                if matches!(scope, Scope::Order(_)) && reloaded == 0 {
+                    yield Err(DomainError::NotFound("order").into());
+                    return;
                 }
                 continue;
             }
@@ -227,37 +234,53 @@ fn follow(
                         };
                         metrics::counter!(metric::LIVE_CATCH_UPS).increment(1);
                         for update in updates {
-                            tracker.sent(&update);
+                            tracker.delivered(&update);
                             yield Ok(update);
                         }
                     }
                 }
-                Delivery::Resync => {}
             }
         }
     }
 }
 
-/// The database reads of a subscriber that is catching up. Each waits for one
-/// of the hub's repair permits and gives it back before anything is yielded,
-/// so a subscriber that reads slowly never holds one.
+/// The database reads of a subscriber that is catching up. Each runs in a task
+/// of its own, holding one of the hub's repair permits, so the permit and its
+/// pool connection are given back when the read is done even while the
+/// connection task that polls this stream waits for a slow client.
 struct Repair<'a> {
     db: &'a DatabaseConnection,
-    hub: &'a Hub,
+    hub: &'a Arc<Hub>,
     caller: Caller,
 }
 
 impl Repair<'_> {
+    async fn guarded<T, F>(&self, read: impl FnOnce(DatabaseConnection) -> F) -> Result<T, DomainError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, DomainError>> + Send + 'static,
+    {
+        let hub = self.hub.clone();
+        let read = read(self.db.clone());
+        let task = tokio::spawn(async move {
+            let _permit = hub.repair_permit().await;
+            read.await
+        });
+        task.await
+            .unwrap_or_else(|error| Err(DomainError::Internal(Box::new(error))))
+    }
+
     /// The committed versions `(after, up_to]` of an order.
     async fn versions(&self, order_id: Uuid, after: i64, up_to: i64) -> Result<Vec<OrderVersion>, DomainError> {
-        let _permit = self.hub.repair_permit().await;
-        db::order_versions_between(self.db, order_id, after, up_to).await
+        self.guarded(move |db| async move { db::order_versions_between(&db, order_id, after, up_to).await })
+            .await
     }
 
     /// The current states of some of the caller's orders.
     async fn snapshots(&self, order_ids: &[Uuid]) -> Result<Vec<crate::domain::OrderView>, DomainError> {
-        let _permit = self.hub.repair_permit().await;
-        db::orders_by_ids(self.db, self.caller.customer_id, order_ids).await
+        let (customer, order_ids) = (self.caller.customer_id, order_ids.to_vec());
+        self.guarded(move |db| async move { db::orders_by_ids(&db, customer, &order_ids).await })
+            .await
     }
 
     /// The orders of `scope` whose committed version is not the one last sent:
@@ -267,8 +290,10 @@ impl Repair<'_> {
         match scope {
             Scope::Order(order_id) => Ok(vec![order_id]),
             Scope::Customer => {
-                let _permit = self.hub.repair_permit().await;
-                let versions = db::customer_versions(self.db, self.caller.customer_id).await?;
+                let customer = self.caller.customer_id;
+                let versions = self
+                    .guarded(move |db| async move { db::customer_versions(&db, customer).await })
+                    .await?;
                 Ok(versions
                     .into_iter()
                     .filter(|&(order_id, version, _)| tracker.last(order_id) != version)
@@ -280,9 +305,10 @@ impl Repair<'_> {
 }
 
 /// The first messages of an order subscription, and the tracker that starts
-/// at the version the client then holds, whichever way it got there.
+/// at the version the client then holds, whichever way it got there. Replaying
+/// what a reconnecting client missed is catch-up work, bounded like the rest.
 async fn resume(
-    db: &DatabaseConnection,
+    repair: &Repair<'_>,
     current: crate::domain::OrderView,
     after: Option<i64>,
 ) -> (Vec<Update>, VersionTracker) {
@@ -295,7 +321,7 @@ async fn resume(
             let missed = if after == now {
                 Ok(Vec::new())
             } else {
-                db::order_versions_between(db, order_id, after, now).await
+                repair.versions(order_id, after, now).await
             };
             tracker
                 .replay(after, now, missed)
@@ -355,7 +381,8 @@ impl VersionTracker {
         record_push_latency(&update.version);
     }
 
-    /// The versions `(last, up_to]` as live updates, recorded as sent, if
+    /// The versions `(last, up_to]` as live updates, recorded as sent (the
+    /// caller records their push latency, if they are late deliveries), if
     /// `missed` holds every one of them; `None` when that history is
     /// incomplete (or could not be read), and the caller must resync.
     fn replay(&mut self, last: i64, up_to: i64, missed: Result<Vec<OrderVersion>, DomainError>) -> Option<Vec<Update>> {
@@ -369,7 +396,7 @@ impl VersionTracker {
         };
         let updates: Vec<Update> = missed.into_iter().map(|v| Update::live(Arc::new(v))).collect();
         for update in &updates {
-            self.delivered(update);
+            self.sent(update);
         }
         Some(updates)
     }
@@ -386,9 +413,10 @@ impl VersionTracker {
             Some(updates) => (updates, false),
             None => (Vec::new(), true),
         };
-        let update = Update { version, resync };
-        self.delivered(&update);
-        updates.push(update);
+        updates.push(Update { version, resync });
+        for update in &updates {
+            self.delivered(update);
+        }
         updates
     }
 }
@@ -422,6 +450,13 @@ mod tests {
     use super::*;
     use crate::domain::{ChangeKind, OrderView};
 
+    fn caller(customer_id: Uuid) -> Caller {
+        Caller {
+            customer_id,
+            expires_at: SystemTime::now() + Duration::from_secs(60),
+        }
+    }
+
     fn version_of(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
         OrderVersion {
             order_id,
@@ -438,7 +473,13 @@ mod tests {
         let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
         let current = OrderView::empty_open(order, customer, 5);
         // No database is needed (or reachable) when the client is up to date.
-        let (first, tracker) = resume(&DatabaseConnection::default(), current, Some(5)).await;
+        let (db, hub) = (DatabaseConnection::default(), Hub::new(1, 1));
+        let repair = Repair {
+            db: &db,
+            hub: &hub,
+            caller: caller(customer),
+        };
+        let (first, tracker) = resume(&repair, current, Some(5)).await;
         assert!(first.is_empty(), "nothing was missed");
         assert_eq!(
             tracker.step(&version_of(order, customer, 5)),
@@ -457,7 +498,13 @@ mod tests {
     async fn resuming_from_the_future_resyncs_at_the_current_version() {
         let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
         let current = OrderView::empty_open(order, customer, 5);
-        let (first, tracker) = resume(&DatabaseConnection::default(), current, Some(9)).await;
+        let (db, hub) = (DatabaseConnection::default(), Hub::new(1, 1));
+        let repair = Repair {
+            db: &db,
+            hub: &hub,
+            caller: caller(customer),
+        };
+        let (first, tracker) = resume(&repair, current, Some(9)).await;
         assert!(first.len() == 1 && first[0].resync && first[0].version.version == 5);
         assert_eq!(tracker.step(&version_of(order, customer, 6)), Step::Next);
         assert_eq!(tracker.step(&version_of(order, customer, 5)), Step::Stale);
