@@ -457,6 +457,15 @@ mod tests {
         partitions
     }
 
+    /// True when every assignment started at its partition's high watermark.
+    fn all_from_the_end(kafka: &FakeKafka) -> bool {
+        kafka
+            .assigned
+            .borrow()
+            .iter()
+            .all(|(_, p, offset)| *offset == Offset::Offset(100 + i64::from(*p)))
+    }
+
     #[test]
     fn a_failed_heartbeat_lookup_still_assigns_the_versions_partitions_and_retries() {
         let config = config();
@@ -491,11 +500,7 @@ mod tests {
         assert!(assignments.refresh(&kafka).unwrap());
         assert_eq!(assigned_partitions(&kafka, &config.versions_topic), [0, 1]);
         assert!(
-            kafka
-                .assigned
-                .borrow()
-                .iter()
-                .all(|(_, p, offset)| *offset == Offset::Offset(100 + i64::from(*p))),
+            all_from_the_end(&kafka),
             "the first listing starts at the end, even when it comes late: {:?}",
             kafka.assigned.borrow()
         );
@@ -512,11 +517,7 @@ mod tests {
         assert!(assignments.refresh(&kafka).unwrap());
         assert_eq!(assigned_partitions(&kafka, &config.versions_topic), [0, 1]);
         assert!(
-            kafka
-                .assigned
-                .borrow()
-                .iter()
-                .all(|(_, p, offset)| *offset == Offset::Offset(100 + i64::from(*p))),
+            all_from_the_end(&kafka),
             "still the first listing: from the end, not from the beginning"
         );
     }

@@ -70,6 +70,19 @@ impl OrderVersion {
         }
     }
 
+    /// An `UPDATED` version of an empty open order, for unit tests of what routes and orders versions.
+    #[cfg(test)]
+    pub(crate) fn empty_update(order_id: Uuid, customer_id: Uuid, version: i64) -> Self {
+        OrderVersion {
+            order_id,
+            customer_id,
+            version,
+            change: ChangeKind::Updated,
+            view: Arc::new(OrderView::empty_open(order_id, customer_id, version)),
+            committed_at_ms: None,
+        }
+    }
+
     /// Seconds from the Postgres commit to `at_ms` (Unix milliseconds), when the commit time is
     /// known; never negative, as clocks of different hosts may disagree by a little.
     pub fn seconds_after_commit(&self, at_ms: i64) -> Option<f64> {

@@ -211,17 +211,9 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ChangeKind, OrderView};
 
     fn version(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
-        OrderVersion {
-            order_id,
-            customer_id,
-            version,
-            change: ChangeKind::Updated,
-            view: OrderView::empty_open(order_id, customer_id, version).into(),
-            committed_at_ms: None,
-        }
+        OrderVersion::empty_update(order_id, customer_id, version)
     }
 
     #[tokio::test]

@@ -448,7 +448,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::{ChangeKind, OrderView};
+    use crate::domain::OrderView;
 
     fn caller(customer_id: Uuid) -> Caller {
         Caller {
@@ -458,28 +458,26 @@ mod tests {
     }
 
     fn version_of(order_id: Uuid, customer_id: Uuid, version: i64) -> OrderVersion {
-        OrderVersion {
-            order_id,
-            customer_id,
-            version,
-            change: ChangeKind::Updated,
-            view: OrderView::empty_open(order_id, customer_id, version).into(),
-            committed_at_ms: None,
-        }
+        OrderVersion::empty_update(order_id, customer_id, version)
     }
 
-    #[tokio::test]
-    async fn resuming_at_the_current_version_holds_it() {
+    /// What `resume` makes of a client holding `after` of an order now at v5, without a database.
+    async fn resume_at_v5(after: i64) -> (Uuid, Uuid, Vec<Update>, VersionTracker) {
         let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
-        let current = OrderView::empty_open(order, customer, 5);
-        // No database is needed (or reachable) when the client is up to date.
         let (db, hub) = (DatabaseConnection::default(), Hub::new(1, 1));
         let repair = Repair {
             db: &db,
             hub: &hub,
             caller: caller(customer),
         };
-        let (first, tracker) = resume(&repair, current, Some(5)).await;
+        let (first, tracker) = resume(&repair, OrderView::empty_open(order, customer, 5), Some(after)).await;
+        (order, customer, first, tracker)
+    }
+
+    #[tokio::test]
+    async fn resuming_at_the_current_version_holds_it() {
+        // No database is needed (or reachable) when the client is up to date.
+        let (order, customer, first, tracker) = resume_at_v5(5).await;
         assert!(first.is_empty(), "nothing was missed");
         assert_eq!(
             tracker.step(&version_of(order, customer, 5)),
@@ -496,15 +494,7 @@ mod tests {
 
     #[tokio::test]
     async fn resuming_from_the_future_resyncs_at_the_current_version() {
-        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
-        let current = OrderView::empty_open(order, customer, 5);
-        let (db, hub) = (DatabaseConnection::default(), Hub::new(1, 1));
-        let repair = Repair {
-            db: &db,
-            hub: &hub,
-            caller: caller(customer),
-        };
-        let (first, tracker) = resume(&repair, current, Some(9)).await;
+        let (order, customer, first, tracker) = resume_at_v5(9).await;
         assert!(first.len() == 1 && first[0].resync && first[0].version.version == 5);
         assert_eq!(tracker.step(&version_of(order, customer, 6)), Step::Next);
         assert_eq!(tracker.step(&version_of(order, customer, 5)), Step::Stale);
