@@ -1,0 +1,191 @@
+//! Scenario 2: write throughput. Closed-loop `addItem` writers through GraphQL, compared with the
+//! same transaction as raw SQL straight to Postgres.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::client::{create_orders, gql};
+use crate::server::Server;
+use crate::stats::{hist, summary};
+use crate::Ctx;
+
+const ORDERS_PER_WRITER: usize = 4;
+
+pub(crate) async fn writes(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
+    let secs = if ctx.args.quick { 3 } else { ctx.args.duration_secs };
+    let mut results = Vec::new();
+    for &c in &ctx.args.concurrency.clone() {
+        eprintln!("[writes] concurrency {c}: GraphQL");
+        let orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
+        s1.settle().await;
+        let gql_run = run_writers(c, secs, {
+            let (http, base, token, products) =
+                (ctx.http.clone(), s1.base.clone(), ctx.token.clone(), ctx.products.clone());
+            move |w: usize, i: usize| {
+                let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                let order = orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
+                let product = products[(i / ORDERS_PER_WRITER) % products.len()];
+                async move {
+                    gql(
+                        &http,
+                        &base,
+                        &token,
+                        "mutation($o: ID!, $p: ID!) { addItem(orderId: $o, productId: $p, quantity: 1) { id version totalCents items { quantity } } }",
+                        json!({ "o": order, "p": product }),
+                    )
+                    .await
+                    .map(|_| ())
+                }
+            }
+        })
+        .await?;
+
+        eprintln!("[writes] concurrency {c}: raw SQL");
+        let orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
+        s1.settle().await;
+        // One dedicated connection per writer, like pgbench's clients.
+        let mut conns = Vec::with_capacity(c);
+        for _ in 0..c {
+            let conn = sqlx::PgConnection::connect(&ctx.args.database_url).await?;
+            conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
+        }
+        let raw_run = run_writers(c, secs, {
+            let (conns, products, customer) = (conns.clone(), ctx.products.clone(), ctx.customer_id);
+            move |w: usize, i: usize| {
+                let conn = conns[w].clone();
+                let order = orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
+                let product = products[(i / ORDERS_PER_WRITER) % products.len()];
+                async move { raw_add_item(&mut *conn.lock().await, customer, order, product).await }
+            }
+        })
+        .await?;
+        drop(conns);
+
+        let ratio = gql_run.rate / raw_run.rate;
+        eprintln!(
+            "[writes] c={c}: GraphQL {:.0}/s, raw {:.0}/s, ratio {:.2}",
+            gql_run.rate, raw_run.rate, ratio
+        );
+        ctx.rows.push(format!(
+            "| writes | addItem, concurrency {c} | GraphQL {:.0}/s (p99 {} ms), raw SQL {:.0}/s (p99 {} ms): {:.0}% of raw |",
+            gql_run.rate,
+            gql_run.latency["p99_ms"],
+            raw_run.rate,
+            raw_run.latency["p99_ms"],
+            ratio * 100.0
+        ));
+        results.push(json!({
+            "concurrency": c, "duration_s": secs,
+            "graphql": gql_run.to_json(), "raw_sql": raw_run.to_json(), "ratio_graphql_over_raw": ratio,
+        }));
+    }
+    Ok(json!(results))
+}
+
+/// The transaction `db::orders::add_item` runs, as plain SQL over one sqlx connection.
+/// (sqlx caches the prepared statements per connection, as SeaORM's pool does.)
+async fn raw_add_item(conn: &mut sqlx::PgConnection, customer: Uuid, order: Uuid, product: Uuid) -> Result<()> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT * FROM orders WHERE id = $1 AND customer_id = $2 FOR UPDATE")
+        .bind(order)
+        .bind(customer)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| anyhow!("order not found"))?;
+    sqlx::query(
+        "INSERT INTO order_items (id, order_id, product_id, quantity) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = order_items.quantity + EXCLUDED.quantity",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order)
+    .bind(product)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT * FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(
+        "SELECT i.*, p.* FROM order_items i LEFT JOIN products p ON i.product_id = p.id \
+         WHERE i.order_id IN ($1) ORDER BY i.created_at, i.id",
+    )
+    .bind(order)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+struct WriteRun {
+    rate: f64,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency: Value,
+}
+
+impl WriteRun {
+    fn to_json(&self) -> Value {
+        json!({ "per_second": self.rate, "ok": self.ok, "errors": self.errors,
+                "first_error": self.first_error, "latency": self.latency })
+    }
+}
+
+/// `c` closed-loop writers for `secs` seconds; writer w's i-th call is `op(w, i)`.
+async fn run_writers<F, Fut>(c: usize, secs: u64, op: F) -> Result<WriteRun>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let workers: Vec<_> = (0..c)
+        .map(|w| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut h = hist();
+                let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    match op(w, i).await {
+                        Ok(()) => {
+                            ok += 1;
+                            let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(format!("{e:#}"));
+                        }
+                    }
+                    i += 1;
+                }
+                (h, ok, errors, first_error)
+            })
+        })
+        .collect();
+    let mut total = hist();
+    let (mut ok, mut errors, mut first_error) = (0, 0, None);
+    for w in workers {
+        let (h, o, e, f) = w.await?;
+        total.add(&h)?;
+        ok += o;
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(WriteRun {
+        rate: ok as f64 / elapsed,
+        ok,
+        errors,
+        first_error,
+        latency: summary(&total),
+    })
+}
