@@ -48,9 +48,11 @@ impl Application {
         }
         let hub = Hub::new(config.live.subscriber_queue, config.live.repair_concurrency);
         tokio::spawn(live::run_recovery(pool.clone(), hub.clone()));
+        tokio::spawn(db::prune_forever(config.database.clone(), config.history.clone()));
         let cdc_status = Arc::new(CdcStatus::default());
         let cdc_config = CdcConfig {
             versions_topic: config.live.cdc_topic.clone(),
+            gaps_topic: config.live.cdc_gaps_topic.clone(),
             heartbeat_topic: config.live.cdc_heartbeat_topic.clone(),
             ..CdcConfig::new(&config.kafka_brokers)
         };

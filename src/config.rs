@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast";
 /// The local stack's Kafka broker.
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:19092";
+/// Debezium's topic of `order_versions`, the stream every instance follows.
+pub const DEFAULT_CDC_TOPIC: &str = "ordercast.public.order_versions";
+/// Debezium's topic of `cdc_gaps`: each record announces changes that were never captured.
+pub const DEFAULT_CDC_GAPS_TOPIC: &str = "ordercast.public.cdc_gaps";
+/// Debezium's heartbeat topic for the `ordercast` topic prefix.
+pub const DEFAULT_CDC_HEARTBEAT_TOPIC: &str = "__debezium-heartbeat.ordercast";
 /// Signing secret for development tokens only. `serve` warns loudly when it is used.
 pub const DEVELOPMENT_JWT_SECRET: &str = "ordercast-development-secret-not-for-production";
 
@@ -36,7 +42,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve GraphQL over HTTP and WebSocket.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending migrations and exit.
     Migrate(DatabaseConfig),
     /// Insert the demo customers and products (idempotent).
@@ -45,6 +51,8 @@ pub enum Command {
     Token(TokenConfig),
     /// Print the GraphQL schema (SDL) that `serve` exposes.
     Sdl,
+    /// Run one pass of history retention now and print what it removed.
+    Prune(PruneConfig),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -88,6 +96,58 @@ pub struct ServeConfig {
     pub live: LiveConfig,
     #[command(flatten)]
     pub drain: DrainConfig,
+    #[command(flatten)]
+    pub history: HistoryConfig,
+}
+
+/// How long `order_versions` keeps what resumes and gap repairs read.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryConfig {
+    /// Versions committed longer ago than this are deleted, except each order's latest
+    /// (`7d`, `12h`, `90s`). A resume from before it gets a resync snapshot.
+    #[arg(long, env = "ORDERCAST_HISTORY_RETENTION", default_value = "7d", value_parser = positive_duration)]
+    pub history_retention: Duration,
+    /// How often each instance tries a prune pass; one instance at a time runs it.
+    #[arg(long, env = "ORDERCAST_HISTORY_PRUNE_INTERVAL", default_value = "1m", value_parser = positive_duration)]
+    pub history_prune_interval: Duration,
+    /// Versions a prune transaction looks at: small enough to never hold locks for long.
+    #[arg(long, env = "ORDERCAST_HISTORY_PRUNE_BATCH", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub history_prune_batch: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            history_retention: Duration::from_secs(7 * 24 * 3600),
+            history_prune_interval: Duration::from_secs(60),
+            history_prune_batch: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneConfig {
+    /// Delete the versions committed longer ago than this (each order's latest is kept).
+    #[arg(long, value_parser = positive_duration)]
+    pub older_than: Duration,
+    /// Versions per transaction.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// How long to wait for an instance that is pruning at the same time.
+    #[arg(long, default_value = "60s", value_parser = positive_duration)]
+    pub lock_timeout: Duration,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+/// A duration such as `90s`, `15m`, `7d` that is longer than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 15m, 12h, 7d)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
 }
 
 /// Graceful shutdown on SIGTERM: readiness fails at once, then in-flight
@@ -126,14 +186,14 @@ impl Default for DrainConfig {
 #[derive(Debug, Clone, Args)]
 pub struct LiveConfig {
     /// Debezium topic of the `order_versions` table.
-    #[arg(long, env = "ORDERCAST_CDC_TOPIC", default_value = "ordercast.public.order_versions")]
+    #[arg(long, env = "ORDERCAST_CDC_TOPIC", default_value = DEFAULT_CDC_TOPIC)]
     pub cdc_topic: String,
+    /// Debezium topic of the `cdc_gaps` table: a record there means changes were lost
+    /// before capture (a recreated replication slot), so subscribers are compared with Postgres.
+    #[arg(long, env = "ORDERCAST_CDC_GAPS_TOPIC", default_value = DEFAULT_CDC_GAPS_TOPIC)]
+    pub cdc_gaps_topic: String,
     /// Debezium heartbeat topic, the proof of life of the CDC pipeline.
-    #[arg(
-        long,
-        env = "ORDERCAST_CDC_HEARTBEAT_TOPIC",
-        default_value = "__debezium-heartbeat.ordercast"
-    )]
+    #[arg(long, env = "ORDERCAST_CDC_HEARTBEAT_TOPIC", default_value = DEFAULT_CDC_HEARTBEAT_TOPIC)]
     pub cdc_heartbeat_topic: String,
     /// Updates queued per subscriber before it is resynced instead.
     #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
@@ -166,8 +226,9 @@ impl LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         Self {
-            cdc_topic: "ordercast.public.order_versions".to_owned(),
-            cdc_heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
+            cdc_topic: DEFAULT_CDC_TOPIC.to_owned(),
+            cdc_gaps_topic: DEFAULT_CDC_GAPS_TOPIC.to_owned(),
+            cdc_heartbeat_topic: DEFAULT_CDC_HEARTBEAT_TOPIC.to_owned(),
             subscriber_queue: 128,
             repair_concurrency: 4,
             render_cache: 4_096,
@@ -233,6 +294,28 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(positive_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(positive_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(positive_duration("1h 30m"), Ok(Duration::from_secs(5_400)));
+        assert!(positive_duration("0s").unwrap_err().contains("longer than zero"));
+        assert!(positive_duration("seven days").unwrap_err().contains("examples"));
+        assert!(positive_duration("-5m").is_err());
+    }
+
+    #[test]
+    fn history_defaults_match_the_documented_ones() {
+        let cli = Cli::try_parse_from(["ordercast", "serve"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve parses as serve")
+        };
+        let documented = HistoryConfig::default();
+        assert_eq!(serve.history.history_retention, documented.history_retention);
+        assert_eq!(serve.history.history_prune_interval, documented.history_prune_interval);
+        assert_eq!(serve.history.history_prune_batch, documented.history_prune_batch);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use ordercast::app::{shutdown_signal, Application};
 use ordercast::auth::TokenKeys;
-use ordercast::config::{Cli, Command, TokenConfig};
+use ordercast::config::{Cli, Command, PruneConfig, TokenConfig};
 use ordercast::{db, graphql, telemetry};
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(config) => {
-            let app = Application::build(config).await?;
+            let app = Application::build(*config).await?;
             tracing::info!(address = %app.local_addr(), "serving GraphQL on /graphql");
             app.run_until(shutdown_signal()).await
         }
@@ -48,7 +48,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Prune(config) => prune(&config).await,
     }
+}
+
+async fn prune(config: &PruneConfig) -> anyhow::Result<()> {
+    let mut pruner = db::HistoryPruner::new(config.database.clone(), config.batch);
+    let outcome = pruner
+        .pass(config.older_than, db::LockWait::Wait(config.lock_timeout))
+        .await
+        .with_context(|| {
+            format!(
+                "pruning order history (another instance may have held the prune lock for longer than {})",
+                humantime::format_duration(config.lock_timeout)
+            )
+        })?;
+    let db::PassOutcome::Pruned(report) = outcome else {
+        anyhow::bail!("another instance held the prune lock");
+    };
+    println!(
+        "removed {} order versions committed before {} (older than {}; each order's latest version is kept) in {} batches, {} ms",
+        report.removed,
+        report.cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        humantime::format_duration(config.older_than),
+        report.batches,
+        report.elapsed.as_millis()
+    );
+    Ok(())
 }
 
 async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {

@@ -33,6 +33,9 @@ pub mod metric {
     pub const LIVE_RECOVERY_QUERIES: &str = "ordercast_live_recovery_queries_total";
     pub const LIVE_RECOVERY_SECONDS: &str = "ordercast_live_recovery_seconds";
     pub const GRAPHQL_ERRORS: &str = "ordercast_graphql_errors_total";
+    pub const HISTORY_PRUNED_VERSIONS: &str = "ordercast_history_pruned_versions_total";
+    pub const HISTORY_LAST_PRUNE: &str = "ordercast_history_last_prune_timestamp_seconds";
+    pub const CDC_GAPS: &str = "ordercast_cdc_gaps_total";
 }
 
 static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
@@ -119,4 +122,17 @@ fn describe() {
         "Postgres commit to subscription push"
     );
     describe_counter!(metric::GRAPHQL_ERRORS, "GraphQL errors, by code");
+    describe_counter!(
+        metric::HISTORY_PRUNED_VERSIONS,
+        "Versions of orders deleted from order_versions after the retention"
+    );
+    describe_gauge!(
+        metric::HISTORY_LAST_PRUNE,
+        Unit::Seconds,
+        "Unix time of this instance's last completed prune pass"
+    );
+    describe_counter!(
+        metric::CDC_GAPS,
+        "Holes in the change stream announced through cdc_gaps (each one compares every subscriber with Postgres)"
+    );
 }

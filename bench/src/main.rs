@@ -19,7 +19,7 @@ use clap::{ArgAction, Parser};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::scenarios::{connections, fanout, latency, parse_fanout_case, warm_up, writes, FanoutCase};
+use crate::scenarios::{connections, fanout, footprint, latency, parse_fanout_case, warm_up, writes, FanoutCase};
 use crate::server::{mint_token, Server};
 
 #[derive(Parser, Debug, Clone)]
@@ -28,7 +28,7 @@ struct Args {
     /// Run every scenario for a few seconds only (smoke check).
     #[arg(long, env = "ORDERCAST_BENCH_QUICK", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     quick: bool,
-    /// Scenarios to run, in order.
+    /// Scenarios to run, in order (also: footprint, the CDC cost of one write).
     #[arg(long, value_delimiter = ',', default_value = "latency,writes,fanout,connections")]
     scenarios: Vec<String>,
     /// The ordercast binary to start.
@@ -47,6 +47,9 @@ struct Args {
         default_value = "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast"
     )]
     database_url: String,
+    /// footprint: the Kafka cluster whose CDC topics are measured.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    kafka_brokers: String,
     /// Seconds each timed run lasts (quick: 3).
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
@@ -178,6 +181,7 @@ async fn run(args: Args) -> Result<()> {
             "writes" => writes(&mut ctx, &s1).await?,
             "fanout" => fanout(&mut ctx, &s1, &s2).await?,
             "connections" => connections(&mut ctx, &s1).await?,
+            "footprint" => footprint(&mut ctx, &s1).await?,
             other => bail!("unknown scenario {other}"),
         };
         let report = json!({

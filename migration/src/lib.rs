@@ -10,6 +10,7 @@ mod m20261125_000001_catalog;
 mod m20261125_000002_orders;
 mod m20261125_000003_order_versions;
 mod m20261126_000004_cheaper_version_records;
+mod m20261202_000005_bounded_history;
 
 /// Applies the ordercast schema in order.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_orders::Migration),
             Box::new(m20261125_000003_order_versions::Migration),
             Box::new(m20261126_000004_cheaper_version_records::Migration),
+            Box::new(m20261202_000005_bounded_history::Migration),
         ]
     }
 }

@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use super::decode::{decode_version, Decoded};
+use crate::config::{DEFAULT_CDC_GAPS_TOPIC, DEFAULT_CDC_HEARTBEAT_TOPIC, DEFAULT_CDC_TOPIC};
 use crate::live::Hub;
 use crate::telemetry::metric;
 
@@ -26,6 +27,8 @@ pub struct CdcConfig {
     pub brokers: String,
     /// Debezium's topic for the `order_versions` table.
     pub versions_topic: String,
+    /// Debezium's topic for the `cdc_gaps` table: announcements of uncaptured changes.
+    pub gaps_topic: String,
     /// Debezium's heartbeat topic: proof of life while no order changes.
     pub heartbeat_topic: String,
     /// Silence after which the stream counts as stalled (heartbeats come every 2 s).
@@ -36,8 +39,9 @@ impl CdcConfig {
     pub fn new(brokers: impl Into<String>) -> Self {
         CdcConfig {
             brokers: brokers.into(),
-            versions_topic: "ordercast.public.order_versions".to_owned(),
-            heartbeat_topic: "__debezium-heartbeat.ordercast".to_owned(),
+            versions_topic: DEFAULT_CDC_TOPIC.to_owned(),
+            gaps_topic: DEFAULT_CDC_GAPS_TOPIC.to_owned(),
+            heartbeat_topic: DEFAULT_CDC_HEARTBEAT_TOPIC.to_owned(),
             stall_after: Duration::from_secs(10),
         }
     }
@@ -211,7 +215,11 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                     }
                     let topic = message.topic();
                     metrics::counter!(metric::CDC_EVENTS, "topic" => topic.to_owned()).increment(1);
-                    if topic == config.versions_topic {
+                    if topic == config.gaps_topic {
+                        metrics::counter!(metric::CDC_GAPS).increment(1);
+                        tracing::warn!(partition = message.partition(), offset = message.offset(), "the change stream announced a gap (changes committed but never captured); comparing subscribers with Postgres");
+                        hub.request_recovery();
+                    } else if topic == config.versions_topic {
                         match decode_version(message.payload()) {
                             Ok(Decoded::Version(version)) => {
                                 record_pipeline_latency(&version, message.timestamp().to_millis());
@@ -294,6 +302,7 @@ impl PartitionSource for CdcConsumer {
 #[derive(Debug)]
 struct Assignments {
     versions_topic: String,
+    gaps_topic: String,
     heartbeat_topic: String,
     assigned: HashSet<(String, i32)>,
     /// Topics listed at least once. On a topic's first listing its partitions
@@ -307,6 +316,7 @@ impl Assignments {
     fn new(config: &CdcConfig) -> Self {
         Assignments {
             versions_topic: config.versions_topic.clone(),
+            gaps_topic: config.gaps_topic.clone(),
             heartbeat_topic: config.heartbeat_topic.clone(),
             assigned: HashSet::new(),
             listed: HashSet::new(),
@@ -320,7 +330,7 @@ impl Assignments {
         let mut additions = TopicPartitionList::new();
         let mut added = Vec::new();
         let mut listed = Vec::new();
-        for topic in [&self.versions_topic, &self.heartbeat_topic] {
+        for topic in [&self.versions_topic, &self.gaps_topic, &self.heartbeat_topic] {
             let Some(fresh) = self.plan(kafka, topic) else {
                 // Kafka cannot answer now; asking about the next topic would only wait again.
                 complete = false;

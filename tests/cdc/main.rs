@@ -5,3 +5,4 @@
 mod common;
 
 mod pipe;
+mod retention;

@@ -1,222 +1,119 @@
-//! Committed rows reach Kafka as Debezium change events, in commit order.
+//! The topic the app depends on: committed versions of `order_versions`, keyed
+//! by order id, in commit order; and nothing else leaves Postgres.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::common::{database_url, kafka_brokers, new_customer, new_product, serve_config};
+use crate::common::kafka::{consumer_at_end, read_until, topics_with_prefix, Record};
+use crate::common::{new_customer, new_product, serve_config, unique};
 
-const ORDERS_TOPIC: &str = "ordercast.public.orders";
-const ITEMS_TOPIC: &str = "ordercast.public.order_items";
-
-/// One record as read from Kafka: the key, the value (None for a tombstone), and the broker timestamp.
-#[derive(Debug)]
-struct Record {
-    topic: String,
-    key: Value,
-    value: Option<Value>,
-    kafka_ts_ms: Option<i64>,
-}
-
-/// Makes sure the topics exist (Debezium creates them on first use, but a test
-/// must know their partitions before it writes) and returns a consumer
-/// assigned to every partition at its current end.
-async fn consumer_at_end(topics: &[&str]) -> StreamConsumer {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", format!("ordercast-test-{}", Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10");
-    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin client");
-    let new_topics: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
-        .collect();
-    admin
-        .create_topics(&new_topics, &AdminOptions::new())
-        .await
-        .expect("create topics request");
-
-    let consumer: StreamConsumer = config.create().expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("topic metadata");
-        for partition in metadata.topics()[0].partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
-                .expect("watermarks");
-            assignment
-                .add_partition_offset(topic, partition.id(), Offset::Offset(high))
-                .unwrap();
-        }
-    }
-    consumer.assign(&assignment).expect("assign");
-    consumer
-}
-
-/// Reads until `done` says enough, or fails after `timeout`.
-async fn read_until(consumer: &StreamConsumer, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-    let deadline = Instant::now() + timeout;
-    let mut records = Vec::new();
-    while !done(&records) {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .unwrap_or_else(|| panic!("timed out waiting for change events; got {records:#?}"));
-        let message = match tokio::time::timeout(left, consumer.recv()).await {
-            Ok(message) => message.expect("kafka error"),
-            Err(_) => continue,
-        };
-        let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).expect("Debezium writes JSON");
-        records.push(Record {
-            topic: message.topic().to_owned(),
-            key: message.key().map(parse).unwrap_or(Value::Null),
-            value: message.payload().map(parse),
-            kafka_ts_ms: message.timestamp().to_millis(),
-        });
-    }
-    records
-}
+const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-#[tokio::test]
-async fn committed_rows_arrive_as_debezium_events_in_commit_order() {
+async fn migrated_db() -> DatabaseConnection {
     let config = serve_config();
     ordercast::db::migrate(&config.database)
         .await
         .expect("migrations apply");
-    let db = ordercast::db::connect(&config.database).await.expect("postgres");
-    assert_eq!(config.database.database_url, database_url());
-    let consumer = consumer_at_end(&[ORDERS_TOPIC, ITEMS_TOPIC]).await;
+    ordercast::db::connect(&config.database).await.expect("postgres")
+}
+
+async fn exec(db: &impl ConnectionTrait, sql: &str, values: Vec<sea_orm::Value>) {
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn versions_of(records: &[Record], order: Uuid) -> Vec<&Record> {
+    records
+        .iter()
+        .filter(|r| r.topic == VERSIONS_TOPIC && r.key["order_id"] == order.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn committed_versions_arrive_keyed_by_order_in_commit_order() {
+    let db = migrated_db().await;
+    let consumer = consumer_at_end(&[VERSIONS_TOPIC]).await;
 
     let customer = new_customer(&db).await;
     let product = new_product(&db, 199, true).await;
     let order = Uuid::now_v7();
-    let exec = |sql: &'static str, values: Vec<sea_orm::Value>| {
-        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
-    };
-
-    db.execute_raw(exec(
+    exec(
+        &db,
         "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
         vec![order.into(), customer.into()],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     let txn = db.begin().await.unwrap();
-    txn.execute_raw(exec(
+    exec(
+        &txn,
         "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, 3)",
         vec![order.into(), product.into()],
-    ))
-    .await
-    .unwrap();
+    )
+    .await;
     txn.commit().await.unwrap();
-    db.execute_raw(exec("DELETE FROM order_items WHERE order_id = $1", vec![order.into()]))
-        .await
-        .unwrap();
-    db.execute_raw(exec(
+    exec(&db, "DELETE FROM order_items WHERE order_id = $1", vec![order.into()]).await;
+    exec(
+        &db,
         "UPDATE orders SET status = 'cancelled', cancel_reason = 'test' WHERE id = $1",
         vec![order.into()],
-    ))
-    .await
-    .unwrap();
-    db.execute_raw(exec("DELETE FROM orders WHERE id = $1", vec![order.into()]))
-        .await
-        .unwrap();
+    )
+    .await;
 
-    let ours = |r: &Record| {
-        r.key["id"] == order.to_string()
-            || r.value.as_ref().is_some_and(|v| {
-                v["after"]["order_id"] == order.to_string() || v["before"]["order_id"] == order.to_string()
-            })
-    };
     let records = read_until(&consumer, Duration::from_secs(60), |records| {
-        // orders: c, u (item added), u (item removed), u (cancel), d, tombstone;
-        // items: c, d (their tombstone is keyed by the item id alone)
-        records.iter().filter(|r| r.topic == ORDERS_TOPIC && ours(r)).count() >= 6
-            && records.iter().filter(|r| r.topic == ITEMS_TOPIC && ours(r)).count() >= 2
+        versions_of(records, order).len() >= 4
     })
     .await;
-    let orders: Vec<&Record> = records.iter().filter(|r| r.topic == ORDERS_TOPIC && ours(r)).collect();
-    let items: Vec<&Record> = records.iter().filter(|r| r.topic == ITEMS_TOPIC && ours(r)).collect();
+    let ours = versions_of(&records, order);
+    let values: Vec<&Value> = ours.iter().map(|r| r.value.as_ref().expect("no tombstones")).collect();
+    let summary: Vec<(&str, i64, &str)> = values
+        .iter()
+        .map(|v| {
+            (
+                v["op"].as_str().unwrap(),
+                v["after"]["version"].as_i64().unwrap(),
+                v["after"]["change"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("c", 1, "CREATED"),
+            ("c", 2, "ITEM_ADDED"),
+            ("c", 3, "ITEM_REMOVED"),
+            ("c", 4, "CANCELLED")
+        ],
+        "one insert per committed version, in commit order"
+    );
+    assert!(
+        ours.iter().all(|r| r.partition == ours[0].partition),
+        "keyed by order id: one order, one partition"
+    );
+    assert_eq!(values[0]["source"]["table"], "order_versions");
+    let state: Value = serde_json::from_str(values[1]["after"]["state"].as_str().expect("jsonb as text")).unwrap();
+    assert_eq!(state["items"][0]["quantity"], 3, "each version carries its whole state");
+    assert_eq!(state["items"][0]["unit_price_cents"], 199);
 
-    let ops: Vec<&str> = orders
-        .iter()
-        .map(|r| r.value.as_ref().map_or("tombstone", |v| v["op"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        ops,
-        ["c", "u", "u", "u", "d", "tombstone"],
-        "events of one row arrive in commit order"
-    );
-    let versions: Vec<i64> = orders[..4]
-        .iter()
-        .map(|r| r.value.as_ref().unwrap()["after"]["version"].as_i64().unwrap())
-        .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
-    let first = orders[0].value.as_ref().unwrap();
-    assert_eq!(first["after"]["status"], "open");
-    assert_eq!(first["after"]["customer_id"], customer.to_string());
-    assert_eq!(first["source"]["table"], "orders");
-    assert_eq!(orders[3].value.as_ref().unwrap()["after"]["status"], "cancelled");
-    let deleted = orders[4].value.as_ref().unwrap();
-    assert!(deleted["after"].is_null());
-    assert_eq!(
-        deleted["before"]["version"], 4,
-        "REPLICA IDENTITY FULL: a delete carries the whole row"
-    );
-    assert_eq!(
-        orders[5].key["id"],
-        order.to_string(),
-        "the tombstone carries the row's key"
-    );
-
-    let lsns: Vec<i64> = orders[..5]
-        .iter()
-        .map(|r| r.value.as_ref().unwrap()["source"]["lsn"].as_i64().unwrap())
-        .collect();
+    let lsns: Vec<i64> = values.iter().map(|v| v["source"]["lsn"].as_i64().unwrap()).collect();
     assert!(
         lsns.windows(2).all(|w| w[0] < w[1]),
         "source.lsn grows with commit order: {lsns:?}"
     );
 
-    // The item insert and the version bump it caused were one transaction.
-    let item_added = items
+    let mut latencies: Vec<i64> = values
         .iter()
-        .find_map(|r| r.value.as_ref().filter(|v| v["op"] == "c"))
-        .expect("item insert event");
-    assert_eq!(item_added["after"]["quantity"], 3);
-    assert_eq!(item_added["after"]["unit_price_cents"], 199);
-    assert_eq!(
-        item_added["source"]["txId"],
-        orders[1].value.as_ref().unwrap()["source"]["txId"]
-    );
-    let item_removed = items
-        .iter()
-        .find_map(|r| r.value.as_ref().filter(|v| v["op"] == "d"))
-        .expect("item delete event");
-    assert_eq!(item_removed["before"]["order_id"], order.to_string());
-
-    let mut latencies: Vec<i64> = orders
-        .iter()
-        .chain(items.iter())
-        .filter_map(|r| r.value.as_ref())
         .map(|v| v["ts_ms"].as_i64().unwrap() - v["source"]["ts_ms"].as_i64().unwrap())
         .collect();
     latencies.sort_unstable();
-    let kafka: Vec<i64> = orders
+    let kafka: Vec<i64> = ours
         .iter()
         .filter_map(|r| Some(r.kafka_ts_ms? - r.value.as_ref()?["source"]["ts_ms"].as_i64()?))
         .collect();
@@ -227,4 +124,127 @@ async fn committed_rows_arrive_as_debezium_events_in_commit_order() {
         latencies[latencies.len() - 1],
         kafka
     );
+}
+
+#[tokio::test]
+async fn only_what_a_consumer_reads_is_captured() {
+    let db = migrated_db().await;
+
+    let publication: Vec<(String, bool, bool, bool, bool)> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT t.tablename::text, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate
+               FROM pg_publication p JOIN pg_publication_tables t USING (pubname)
+              WHERE p.pubname = 'ordercast_cdc' ORDER BY 1",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).unwrap(),
+                row.try_get_by_index(1).unwrap(),
+                row.try_get_by_index(2).unwrap(),
+                row.try_get_by_index(3).unwrap(),
+                row.try_get_by_index(4).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        publication,
+        [
+            ("cdc_gaps".to_owned(), true, false, false, false),
+            ("order_versions".to_owned(), true, false, false, false)
+        ],
+        "the publication covers what consumers read, inserts only"
+    );
+    let identities: Vec<(String, String)> = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT relname::text, relreplident::text FROM pg_class
+              WHERE relname IN ('orders', 'order_items', 'order_versions') AND relkind = 'r' ORDER BY 1",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.try_get_by_index(0).unwrap(), row.try_get_by_index(1).unwrap()))
+        .collect();
+    assert!(
+        identities.iter().all(|(_, identity)| identity == "d"),
+        "no table logs its whole old row: {identities:?}"
+    );
+
+    // Every topic of the connector, however old the stack: nothing new may land anywhere but
+    // the versions topic, and no customer data at all.
+    let mut topics = topics_with_prefix("ordercast.");
+    if !topics.iter().any(|t| t == VERSIONS_TOPIC) {
+        topics.push(VERSIONS_TOPIC.to_owned());
+    }
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let consumer = consumer_at_end(&topic_refs).await;
+
+    let email = format!("{}@example.com", unique("private"));
+    let customer = new_customer(&db).await;
+    exec(
+        &db,
+        "UPDATE customers SET email = $2, display_name = 'Private Person' WHERE id = $1",
+        vec![customer.into(), email.clone().into()],
+    )
+    .await;
+    let product = new_product(&db, 250, true).await;
+    exec(
+        &db,
+        "UPDATE products SET price_cents = 260 WHERE id = $1",
+        vec![product.into()],
+    )
+    .await;
+    let deleted = Uuid::now_v7();
+    exec(
+        &db,
+        "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
+        vec![deleted.into(), customer.into()],
+    )
+    .await;
+    exec(
+        &db,
+        "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, 1)",
+        vec![deleted.into(), product.into()],
+    )
+    .await;
+    exec(&db, "DELETE FROM order_items WHERE order_id = $1", vec![deleted.into()]).await;
+    // Deleting the order deletes its versions (ON DELETE CASCADE): no event may say so.
+    exec(&db, "DELETE FROM orders WHERE id = $1", vec![deleted.into()]).await;
+    // A last commit marks the end of what this test wrote.
+    let marker = Uuid::now_v7();
+    exec(
+        &db,
+        "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
+        vec![marker.into(), customer.into()],
+    )
+    .await;
+
+    let records = read_until(&consumer, Duration::from_secs(60), |records| {
+        !versions_of(records, marker).is_empty()
+    })
+    .await;
+    let elsewhere: Vec<&Record> = records.iter().filter(|r| r.topic != VERSIONS_TOPIC).collect();
+    assert!(
+        elsewhere.is_empty(),
+        "records outside the versions topic: {elsewhere:#?}"
+    );
+    let deleted_versions: Vec<&Value> = versions_of(&records, deleted)
+        .iter()
+        .map(|r| r.value.as_ref().expect("no tombstones"))
+        .collect();
+    let ops: Vec<&str> = deleted_versions.iter().map(|v| v["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["c", "c", "c"],
+        "inserts only: no delete or tombstone for the versions removed with their order"
+    );
+    for record in &records {
+        let text = record.value.as_ref().map(Value::to_string).unwrap_or_default();
+        assert!(!text.contains(&email), "customer data reached Kafka: {text}");
+        assert!(!text.contains("Private Person"), "customer data reached Kafka: {text}");
+    }
 }

@@ -20,6 +20,7 @@ mod support;
 
 mod instance;
 mod ledger;
+mod pipeline;
 mod storm;
 
 use std::collections::{BTreeMap, HashMap};

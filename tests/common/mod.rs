@@ -7,13 +7,14 @@ use std::time::Duration;
 use ordercast::app::Application;
 use ordercast::auth::TokenKeys;
 use ordercast::config::{
-    AuthConfig, DatabaseConfig, DrainConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL,
+    AuthConfig, DatabaseConfig, DrainConfig, HistoryConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL,
     DEFAULT_KAFKA_BROKERS,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+pub mod kafka;
 pub mod stack;
 pub mod ws;
 
@@ -53,6 +54,7 @@ pub fn serve_config() -> ServeConfig {
         limits: Limits::default(),
         live: LiveConfig::default(),
         drain: DrainConfig::default(),
+        history: HistoryConfig::default(),
     }
 }
 

@@ -13,5 +13,6 @@ mod lagged;
 mod latency;
 mod protocol;
 mod resume;
+mod retention;
 mod shared;
 mod slow;

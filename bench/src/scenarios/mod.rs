@@ -3,6 +3,7 @@
 
 mod connections;
 mod fanout;
+mod footprint;
 mod latency;
 mod writes;
 
@@ -17,6 +18,7 @@ use crate::Ctx;
 
 pub(crate) use connections::connections;
 pub(crate) use fanout::{fanout, parse_fanout_case, FanoutCase};
+pub(crate) use footprint::footprint;
 pub(crate) use latency::latency;
 pub(crate) use writes::writes;
 
