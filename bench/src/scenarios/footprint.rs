@@ -35,7 +35,7 @@ pub(crate) async fn footprint(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
     // Let the order creations above drain through the pipeline first.
     kafka.settle(&topics).await?;
 
-    let wal_before: i64 = sqlx::query_scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+    let wal_before: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
         .fetch_one(&pool)
         .await?;
     let ends_before = kafka.ends(&topics)?;
@@ -71,7 +71,7 @@ pub(crate) async fn footprint(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
     let writing = started.elapsed();
     kafka.settle(&topics).await?;
 
-    let wal_after: i64 = sqlx::query_scalar("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+    let wal_after: i64 = sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
         .fetch_one(&pool)
         .await?;
     let cpu_after = cpu_by_process();
