@@ -7,7 +7,7 @@ use ordercast::db::{HistoryPruner, LockWait, PassOutcome, PRUNE_LOCK_KEY};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use uuid::Uuid;
 
-use crate::common::kafka::{consumer_at_end, read_until};
+use crate::common::kafka::{consumer_at_end, read_until, Record};
 use crate::common::{database_url, new_customer, new_product, serve_config};
 
 const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
@@ -121,31 +121,27 @@ async fn old_versions_are_pruned_the_latest_stays_and_the_topic_hears_nothing() 
 
     // Consumers of the topic saw the two new versions and nothing about the deletes.
     next_version(&db, fresh).await;
+    // Per partition, a delete event would come before the order's new version: once all three
+    // new versions are here, anything the prune published is here too.
     let records = read_until(&consumer, Duration::from_secs(60), |records| {
-        records.iter().any(|r| r.key["order_id"] == fresh.to_string())
+        [(idle, 4), (busy, 6), (fresh, 3)].iter().all(|(order, version)| {
+            records.iter().any(|r| {
+                r.key["order_id"] == order.to_string()
+                    && r.value.as_ref().is_some_and(|v| v["after"]["version"] == *version)
+            })
+        })
     })
     .await;
-    let ours: Vec<(String, String, i64)> = records
+    // (Older versions may show up too when Debezium was still behind as the test began.)
+    let ours: Vec<&Record> = records
         .iter()
         .filter(|r| [busy, idle, fresh].iter().any(|o| r.key["order_id"] == o.to_string()))
-        .map(|r| {
-            let value = r.value.as_ref().expect("no tombstones");
-            (
-                r.key["order_id"].as_str().unwrap().to_owned(),
-                value["op"].as_str().unwrap().to_owned(),
-                value["after"]["version"].as_i64().unwrap(),
-            )
-        })
         .collect();
-    let mut expected = vec![
-        (idle.to_string(), "c".to_owned(), 4),
-        (busy.to_string(), "c".to_owned(), 6),
-        (fresh.to_string(), "c".to_owned(), 3),
-    ];
-    let mut got = ours.clone();
-    got.sort();
-    expected.sort();
-    assert_eq!(got, expected, "only the new versions reached the topic");
+    let not_inserts: Vec<&&Record> = ours
+        .iter()
+        .filter(|r| r.value.as_ref().is_none_or(|v| v["op"] != "c"))
+        .collect();
+    assert!(not_inserts.is_empty(), "the prune reached the topic: {not_inserts:#?}");
 }
 
 #[tokio::test]

@@ -67,20 +67,48 @@ pub async fn consumer_at_end(topics: &[&str]) -> StreamConsumer {
     let consumer: StreamConsumer = config.create().expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("topic metadata");
-        for partition in metadata.topics()[0].partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
-                .expect("watermarks");
+        for (partition, high) in ends_of(&consumer, topic).await {
             assignment
-                .add_partition_offset(topic, partition.id(), Offset::Offset(high))
+                .add_partition_offset(topic, partition, Offset::Offset(high))
                 .unwrap();
         }
     }
     consumer.assign(&assignment).expect("assign");
     consumer
+}
+
+/// The end offset of every partition of `topic`. A topic created a moment ago may have no
+/// leader yet: asks again for up to 30 s.
+async fn ends_of(consumer: &StreamConsumer, topic: &str) -> Vec<(i32, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ends: Result<Vec<(i32, i64)>, String> = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())
+            .and_then(|metadata| {
+                let partitions = metadata.topics()[0].partitions();
+                if partitions.is_empty() {
+                    return Err("no partitions yet".to_owned());
+                }
+                partitions
+                    .iter()
+                    .map(|p| {
+                        consumer
+                            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                            .map(|(_, high)| (p.id(), high))
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect()
+            });
+        match ends {
+            Ok(ends) => return ends,
+            Err(why) if Instant::now() < deadline => {
+                eprintln!("{topic}: {why}; asking again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(why) => panic!("{topic}: no end offsets within 30 s: {why}"),
+        }
+    }
 }
 
 /// Reads until `done` says enough, or fails after `timeout`.
