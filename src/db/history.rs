@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, TransactionTrait};
 use uuid::Uuid;
 
 use crate::config::{DatabaseConfig, HistoryConfig};
@@ -98,7 +98,7 @@ impl HistoryPruner {
     /// its order's latest.
     pub async fn pass(&mut self, older_than: Duration, lock: LockWait) -> Result<PassOutcome, DbErr> {
         let started_at = Instant::now();
-        let connection = dedicated_connection(&self.database).await?;
+        let connection = super::single_connection(&self.database).await?;
         let outcome = self.locked_pass(&connection, older_than, lock, started_at).await;
         connection.close().await.ok();
         outcome
@@ -306,15 +306,6 @@ SELECT (SELECT count(*) FROM changed) AS scanned,
 "#,
         [since.into(), after_order.into(), cutoff.into(), i64::from(limit).into()],
     )
-}
-
-async fn dedicated_connection(database: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(database.database_url.clone());
-    options
-        .max_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .sqlx_logging_level(log::LevelFilter::Debug);
-    Database::connect(options).await
 }
 
 /// Takes the prune lock on this connection's session; false when another

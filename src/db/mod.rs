@@ -42,15 +42,21 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
     Database::connect(options).await
 }
 
-/// Applies pending migrations. Several instances may start at once: a session
-/// advisory lock on a dedicated connection lets exactly one of them migrate.
-pub async fn migrate(config: &DatabaseConfig) -> Result<(), DbErr> {
+/// A pool of exactly one connection, for work that holds a session advisory
+/// lock (migrations, history pruning): every statement runs in that session.
+async fn single_connection(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(config.database_url.clone());
     options
         .max_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .sqlx_logging_level(log::LevelFilter::Debug);
-    let connection = Database::connect(options).await?;
+    Database::connect(options).await
+}
+
+/// Applies pending migrations. Several instances may start at once: a session
+/// advisory lock on a dedicated connection lets exactly one of them migrate.
+pub async fn migrate(config: &DatabaseConfig) -> Result<(), DbErr> {
+    let connection = single_connection(config).await?;
     connection
         .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
         .await?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::common::kafka::{consumer_at_end, read_until, topics_with_prefix, Record};
-use crate::common::{new_customer, new_product, serve_config, unique};
+use crate::common::{execute, new_customer, new_product, serve_config, unique};
 
 const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
 
@@ -22,12 +22,6 @@ async fn migrated_db() -> DatabaseConnection {
         .await
         .expect("migrations apply");
     ordercast::db::connect(&config.database).await.expect("postgres")
-}
-
-async fn exec(db: &impl ConnectionTrait, sql: &str, values: Vec<sea_orm::Value>) {
-    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 fn versions_of(records: &[Record], order: Uuid) -> Vec<&Record> {
@@ -45,22 +39,22 @@ async fn committed_versions_arrive_keyed_by_order_in_commit_order() {
     let customer = new_customer(&db).await;
     let product = new_product(&db, 199, true).await;
     let order = Uuid::now_v7();
-    exec(
+    execute(
         &db,
         "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
         vec![order.into(), customer.into()],
     )
     .await;
     let txn = db.begin().await.unwrap();
-    exec(
+    execute(
         &txn,
         "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, 3)",
         vec![order.into(), product.into()],
     )
     .await;
     txn.commit().await.unwrap();
-    exec(&db, "DELETE FROM order_items WHERE order_id = $1", vec![order.into()]).await;
-    exec(
+    execute(&db, "DELETE FROM order_items WHERE order_id = $1", vec![order.into()]).await;
+    execute(
         &db,
         "UPDATE orders SET status = 'cancelled', cancel_reason = 'test' WHERE id = $1",
         vec![order.into()],
@@ -185,35 +179,35 @@ async fn only_what_a_consumer_reads_is_captured() {
 
     let email = format!("{}@example.com", unique("private"));
     let customer = new_customer(&db).await;
-    exec(
+    execute(
         &db,
         "UPDATE customers SET email = $2, display_name = 'Private Person' WHERE id = $1",
         vec![customer.into(), email.clone().into()],
     )
     .await;
     let product = new_product(&db, 250, true).await;
-    exec(
+    execute(
         &db,
         "UPDATE products SET price_cents = 260 WHERE id = $1",
         vec![product.into()],
     )
     .await;
     let deleted = Uuid::now_v7();
-    exec(
+    execute(
         &db,
         "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
         vec![deleted.into(), customer.into()],
     )
     .await;
-    exec(
+    execute(
         &db,
         "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, 1)",
         vec![deleted.into(), product.into()],
     )
     .await;
-    exec(&db, "DELETE FROM order_items WHERE order_id = $1", vec![deleted.into()]).await;
+    execute(&db, "DELETE FROM order_items WHERE order_id = $1", vec![deleted.into()]).await;
     // Deleting the order deletes its versions (ON DELETE CASCADE): no event may say so.
-    exec(&db, "DELETE FROM orders WHERE id = $1", vec![deleted.into()]).await;
+    execute(&db, "DELETE FROM orders WHERE id = $1", vec![deleted.into()]).await;
     // Kafka orders records per partition only: the end of what this test wrote is a commit
     // whose record shares a partition with the deleted order's (a delete would come before it).
     let mut records = read_until(&consumer, Duration::from_secs(60), |records| {
@@ -223,7 +217,7 @@ async fn only_what_a_consumer_reads_is_captured() {
     let partition_of_deleted = versions_of(&records, deleted)[0].partition;
     loop {
         let marker = Uuid::now_v7();
-        exec(
+        execute(
             &db,
             "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
             vec![marker.into(), customer.into()],

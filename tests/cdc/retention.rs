@@ -8,15 +8,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use uuid::Uuid;
 
 use crate::common::kafka::{consumer_at_end, read_until, Record};
-use crate::common::{database_url, new_customer, new_product, serve_config};
+use crate::common::{database_url, execute, new_customer, new_product, serve_config};
 
 const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
-
-async fn exec(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) {
-    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
 
 async fn versions_kept(db: &DatabaseConnection, order: Uuid) -> Vec<i64> {
     db.query_all_raw(Statement::from_sql_and_values(
@@ -36,20 +30,20 @@ async fn order_with_versions(db: &DatabaseConnection, versions: i64) -> Uuid {
     let customer = new_customer(db).await;
     let product = new_product(db, 100, true).await;
     let order = Uuid::now_v7();
-    exec(
+    execute(
         db,
         "INSERT INTO orders (id, customer_id) VALUES ($1, $2)",
         vec![order.into(), customer.into()],
     )
     .await;
-    exec(
+    execute(
         db,
         "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, 1)",
         vec![order.into(), product.into()],
     )
     .await;
     for quantity in 3..=versions {
-        exec(
+        execute(
             db,
             "UPDATE order_items SET quantity = $2 WHERE order_id = $1",
             vec![order.into(), (quantity as i32).into()],
@@ -62,7 +56,7 @@ async fn order_with_versions(db: &DatabaseConnection, versions: i64) -> Uuid {
 
 /// Moves an order's recorded versions into the past (an UPDATE, which the publication does not send).
 async fn age(db: &DatabaseConnection, order: Uuid, hours: i32) {
-    exec(
+    execute(
         db,
         "UPDATE order_versions SET committed_at = committed_at - make_interval(hours => $2) WHERE order_id = $1",
         vec![order.into(), hours.into()],
@@ -71,7 +65,7 @@ async fn age(db: &DatabaseConnection, order: Uuid, hours: i32) {
 }
 
 async fn next_version(db: &DatabaseConnection, order: Uuid) {
-    exec(
+    execute(
         db,
         "UPDATE order_items SET quantity = quantity + 1 WHERE order_id = $1",
         vec![order.into()],

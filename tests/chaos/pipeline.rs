@@ -107,17 +107,6 @@ fn gaps_counted(metrics: &str) -> f64 {
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "invalidates the shared stack's replication slot: run alone by `make chaos`"]
 async fn a_slot_that_lost_its_wal_is_recreated_and_subscribers_converge() {
@@ -132,7 +121,7 @@ async fn a_slot_that_lost_its_wal_is_recreated_and_subscribers_converge() {
         snapshots.push(subscribe_snapshot(&mut phone, &n.to_string(), &order).await);
         orders.push(order);
     }
-    let gaps_before = gaps_counted(&metrics(&app).await);
+    let gaps_before = gaps_counted(&app.metrics().await);
     let mut guard = RestartStackOnDrop { armed: true };
 
     // Connect stays down while orders change: those commits are in Postgres only.
@@ -170,7 +159,7 @@ async fn a_slot_that_lost_its_wal_is_recreated_and_subscribers_converge() {
     assert_eq!(seen[0].last().unwrap().quantity_of(&milk), Some(2));
     assert_eq!(seen[1].last().unwrap().status(), "CANCELLED");
     assert!(
-        gaps_counted(&metrics(&app).await) > gaps_before,
+        gaps_counted(&app.metrics().await) > gaps_before,
         "the instance heard of the gap"
     );
 

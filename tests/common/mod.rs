@@ -156,6 +156,18 @@ impl TestApp {
     pub async fn scalar_i64(&self, sql: &str, values: Vec<sea_orm::Value>) -> i64 {
         scalar_i64(&self.db, sql, values).await
     }
+
+    /// The instance's Prometheus text from `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// The `extensions.code` of the first error, if any.
@@ -190,6 +202,13 @@ pub async fn new_product(db: &DatabaseConnection, price_cents: i64, available: b
     .await
     .unwrap();
     id
+}
+
+/// Runs one SQL statement behind the API's back; panics with the statement if it fails.
+pub async fn execute(db: &impl ConnectionTrait, sql: &str, values: Vec<sea_orm::Value>) {
+    db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 pub async fn scalar_i64(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> i64 {

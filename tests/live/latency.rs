@@ -56,15 +56,7 @@ async fn metrics_expose_the_live_path() {
         version
     );
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "ordercast_cdc_events_total{topic=\"ordercast.public.order_versions\"}",
         "ordercast_live_subscriptions",

@@ -319,8 +319,5 @@ pub async fn db_state(app: &TestApp, order: &str) -> OrderState {
 
 /// Runs one SQL statement behind the API's back.
 pub async fn execute_sql(app: &TestApp, sql: &str, values: Vec<sea_orm::Value>) {
-    app.db
-        .execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    crate::common::execute(&app.db, sql, values).await;
 }
