@@ -5,13 +5,16 @@ CARGO ?= cargo
 
 # Ports of the local stack; override any of them in the environment. The app,
 # the tests and the stack script all derive their endpoints from these.
-ORDERCAST_PG_PORT ?= 55432
-ORDERCAST_KAFKA_PORT ?= 19092
-ORDERCAST_KAFKA_CONTROLLER_PORT ?= 19093
-ORDERCAST_CONNECT_PORT ?= 18083
-DATABASE_URL ?= postgres://ordercast:ordercast@127.0.0.1:$(ORDERCAST_PG_PORT)/ordercast
-KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_KAFKA_PORT)
-export ORDERCAST_PG_PORT ORDERCAST_KAFKA_PORT ORDERCAST_KAFKA_CONTROLLER_PORT ORDERCAST_CONNECT_PORT
+# (ORDERCAST_KAFKA_* is the binary's: librdkafka properties.)
+ORDERCAST_STACK_PG_PORT ?= 55432
+ORDERCAST_STACK_KAFKA_PORT ?= 19092
+ORDERCAST_STACK_KAFKA_SASL_PORT ?= 19094
+ORDERCAST_STACK_KAFKA_CONTROLLER_PORT ?= 19093
+ORDERCAST_STACK_CONNECT_PORT ?= 18083
+DATABASE_URL ?= postgres://ordercast:ordercast@127.0.0.1:$(ORDERCAST_STACK_PG_PORT)/ordercast
+KAFKA_BROKERS ?= 127.0.0.1:$(ORDERCAST_STACK_KAFKA_PORT)
+export ORDERCAST_STACK_PG_PORT ORDERCAST_STACK_KAFKA_PORT ORDERCAST_STACK_KAFKA_SASL_PORT
+export ORDERCAST_STACK_KAFKA_CONTROLLER_PORT ORDERCAST_STACK_CONNECT_PORT
 export DATABASE_URL KAFKA_BROKERS
 
 .PHONY: help stack stack-down stack-status stack-reset run test chaos lint playground client-tests bench
@@ -42,6 +45,7 @@ chaos: stack ## Fault suite: crashes Kafka, Connect, Postgres, Debezium's walsen
 	$(CARGO) test --locked --test chaos -- --ignored --nocapture --test-threads=1
 
 lint: ## rustfmt and clippy, as CI runs them
+	@stack/stack.sh prerequisites
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -18,6 +19,7 @@ use crate::config::{DrainConfig, ServeConfig};
 use crate::graphql::LiveExecutor;
 use crate::http::{router, AppState};
 use crate::live::{self, Hub};
+use crate::ws::WsSettings;
 use crate::{db, graphql, telemetry};
 
 /// A bound, ready-to-run instance.
@@ -27,20 +29,32 @@ pub struct Application {
     local_addr: SocketAddr,
     hub: Arc<Hub>,
     cdc_status: Arc<CdcStatus>,
+    database: Arc<db::DatabaseStatus>,
     draining: Arc<AtomicBool>,
     drain: DrainConfig,
     shutdown: watch::Sender<bool>,
 }
 
 impl Application {
-    /// Migrates the database, connects, starts consuming change events, and
-    /// binds the listener (port 0 picks a free one).
+    /// Checks the Kafka settings, opens the pool, starts waiting for Postgres
+    /// (then migrating) and consuming change events in the background, and
+    /// binds the listener (port 0 picks a free one). Only bad configuration
+    /// fails here: an unreachable Postgres or Kafka is a readiness reason.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
         telemetry::prometheus();
-        db::migrate(&config.database)
+        let cdc_config = CdcConfig::new(config.kafka.clone(), &config.topics);
+        cdc_config.validate()?;
+        tracing::info!(
+            database = config.database.database_url.redacted(),
+            kafka = %config.kafka.kafka_brokers,
+            kafka_options = ?config.kafka.kafka_options,
+            "starting"
+        );
+        let pool = db::connect(&config.database)
             .await
-            .context("applying database migrations")?;
-        let pool = db::connect(&config.database).await.context("connecting to Postgres")?;
+            .context("opening the Postgres pool")?;
+        let database = Arc::new(db::DatabaseStatus::default());
+        tokio::spawn(db::prepare(config.database.clone(), database.clone()));
         if config.auth.is_development_secret() {
             tracing::warn!(
                 "signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production"
@@ -50,15 +64,9 @@ impl Application {
         tokio::spawn(live::run_recovery(pool.clone(), hub.clone()));
         tokio::spawn(db::prune_forever(config.database.clone(), config.history.clone()));
         let cdc_status = Arc::new(CdcStatus::default());
-        let cdc_config = CdcConfig {
-            versions_topic: config.live.cdc_topic.clone(),
-            gaps_topic: config.live.cdc_gaps_topic.clone(),
-            heartbeat_topic: config.live.cdc_heartbeat_topic.clone(),
-            ..CdcConfig::new(&config.kafka_brokers)
-        };
         tokio::spawn(cdc::run(cdc_config, hub.clone(), cdc_status.clone()));
 
-        let keys = Arc::new(TokenKeys::new(&config.auth.jwt_secret));
+        let keys = Arc::new(TokenKeys::new(config.auth.jwt_secret.expose_secret()));
         let (shutdown, shutdown_watch) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
@@ -69,8 +77,9 @@ impl Application {
             db: pool,
             keys,
             cdc: cdc_status.clone(),
+            database: database.clone(),
             max_body_bytes: config.limits.max_body_bytes,
-            ws: config.live.ws_settings(),
+            ws: WsSettings::from(&config.websocket),
             draining: draining.clone(),
             shutdown: shutdown_watch,
         };
@@ -85,6 +94,7 @@ impl Application {
             local_addr,
             hub,
             cdc_status,
+            database,
             draining,
             drain: config.drain,
             shutdown,
@@ -95,11 +105,12 @@ impl Application {
         self.local_addr
     }
 
-    /// Waits until the CDC consumer is assigned to its topic, so that a
-    /// subscription started now sees every later commit. Gives up after `limit`.
+    /// Waits until Postgres is migrated and the CDC consumer is assigned to its
+    /// topic, so that a subscription started now sees every later commit. Gives
+    /// up after `limit`.
     pub async fn wait_until_live(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
-        while !self.cdc_status.is_ready() {
+        while !(self.database.is_ready() && self.cdc_status.is_ready()) {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }

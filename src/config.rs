@@ -1,14 +1,18 @@
 //! Command line and environment configuration. Every default works against the
-//! local stack that `make stack` starts.
+//! local stack that `make stack` starts. A leaf: it imports no other module of
+//! ours, so every layer can depend on it and none of its types pull in a layer.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 /// The local stack's database; `make stack` creates it.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast";
-/// The local stack's Kafka broker.
+/// The local stack's Kafka broker (plaintext listener).
 pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:19092";
 /// Debezium's topic of `order_versions`, the stream every instance follows.
 pub const DEFAULT_CDC_TOPIC: &str = "ordercast.public.order_versions";
@@ -18,6 +22,25 @@ pub const DEFAULT_CDC_GAPS_TOPIC: &str = "ordercast.public.cdc_gaps";
 pub const DEFAULT_CDC_HEARTBEAT_TOPIC: &str = "__debezium-heartbeat.ordercast";
 /// Signing secret for development tokens only. `serve` warns loudly when it is used.
 pub const DEVELOPMENT_JWT_SECRET: &str = "ordercast-development-secret-not-for-production";
+/// Environment variables with this prefix set librdkafka properties (`ORDERCAST_KAFKA_SASL_USERNAME`).
+pub const KAFKA_ENV_PREFIX: &str = "ORDERCAST_KAFKA_";
+
+/// A configuration value that cannot be used; the message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{source_name}: `{key}` is set by ordercast itself ({why}); remove it")]
+    OwnedKafkaProperty {
+        source_name: String,
+        key: String,
+        why: &'static str,
+    },
+    #[error("{source_name}: expected `property=value` (e.g. `security.protocol=SASL_SSL`), got `{text}`")]
+    MalformedKafkaOption { source_name: String, text: String },
+    #[error("{source_name}: the value is not valid UTF-8")]
+    NotUnicode { source_name: String },
+    #[error("invalid database URL: {0} (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...)")]
+    DatabaseUrl(String),
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,27 +78,240 @@ pub enum Command {
     Prune(PruneConfig),
 }
 
+/// A Postgres connection URL. It carries the password, so it never prints
+/// itself: `Debug` and `redacted` show everything but the password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: SecretString,
+    redacted: String,
+}
+
+impl DatabaseUrl {
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+
+    /// The URL with the password replaced by `***`: safe for logs and errors.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut parsed = url::Url::parse(text).map_err(|e| ConfigError::DatabaseUrl(e.to_string()))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(ConfigError::DatabaseUrl(format!(
+                "the scheme is `{}`, not postgres",
+                parsed.scheme()
+            )));
+        }
+        if parsed.password().is_some() {
+            let _ = parsed.set_password(Some("***"));
+        }
+        Ok(DatabaseUrl {
+            url: SecretString::from(text.to_owned()),
+            redacted: parsed.into(),
+        })
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+impl Default for DatabaseUrl {
+    fn default() -> Self {
+        DEFAULT_DATABASE_URL.parse().expect("the default database URL is valid")
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// Postgres connection URL.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
-    pub database_url: String,
+    /// Postgres connection URL; TLS through `sslmode` (`verify-full` with `sslrootcert=PATH`
+    /// in production). Defaults to the local stack's database.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_default_value = true, hide_env_values = true)]
+    pub database_url: DatabaseUrl,
     /// Upper bound of the connection pool of this instance.
     #[arg(long, env = "ORDERCAST_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 }
 
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            database_url: DatabaseUrl::default(),
+            db_max_connections: 16,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct AuthConfig {
-    /// HS256 secret that signs and verifies bearer tokens.
-    #[arg(long, env = "ORDERCAST_JWT_SECRET", default_value = DEVELOPMENT_JWT_SECRET, hide_env_values = true)]
-    pub jwt_secret: String,
+    /// HS256 secret that signs and verifies bearer tokens. Defaults to a development
+    /// secret that `serve` warns about.
+    #[arg(long, env = "ORDERCAST_JWT_SECRET", default_value = DEVELOPMENT_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
+    pub jwt_secret: SecretString,
 }
 
 impl AuthConfig {
-    pub fn is_development_secret(&self) -> bool {
-        self.jwt_secret == DEVELOPMENT_JWT_SECRET
+    pub fn new(secret: &str) -> Self {
+        AuthConfig {
+            jwt_secret: SecretString::from(secret.to_owned()),
+        }
     }
+
+    pub fn is_development_secret(&self) -> bool {
+        self.jwt_secret.expose_secret() == DEVELOPMENT_JWT_SECRET
+    }
+}
+
+/// Where Kafka is and how to reach it: bootstrap servers and any librdkafka
+/// property (TLS, SASL, timeouts), except those ordercast owns.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Kafka bootstrap servers carrying the Debezium change topics.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
+    pub kafka_brokers: String,
+    /// A librdkafka property, `name=value` (repeatable), e.g. `security.protocol=SASL_SSL`.
+    /// `ORDERCAST_KAFKA_<NAME>` sets the same from the environment (upper case, dots as
+    /// underscores), which is the place for passwords; a flag wins over the environment.
+    #[arg(long = "kafka-option", value_name = "NAME=VALUE", value_parser = parse_kafka_flag)]
+    pub kafka_options: Vec<KafkaOption>,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaConfig {
+            kafka_brokers: brokers.into(),
+            kafka_options: Vec::new(),
+        }
+    }
+
+    /// Adds the `ORDERCAST_KAFKA_*` properties of `vars` (the process environment),
+    /// ahead of the flags so that a flag overrides the environment.
+    pub fn add_env_options(
+        &mut self,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<(), ConfigError> {
+        let mut from_env = Vec::new();
+        for (name, value) in vars {
+            let Some(name) = name.to_str() else { continue };
+            let Some(suffix) = name.strip_prefix(KAFKA_ENV_PREFIX) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| ConfigError::NotUnicode {
+                source_name: name.to_owned(),
+            })?;
+            let key = suffix.to_ascii_lowercase().replace('_', ".");
+            from_env.push(KafkaOption::new(key, value, name)?);
+        }
+        from_env.sort_by(|a, b| a.key.cmp(&b.key));
+        from_env.append(&mut self.kafka_options);
+        self.kafka_options = from_env;
+        Ok(())
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig::new(DEFAULT_KAFKA_BROKERS)
+    }
+}
+
+/// One librdkafka property. Its value may be a password, so `Debug` shows it
+/// only for properties that are never secret.
+#[derive(Clone)]
+pub struct KafkaOption {
+    pub key: String,
+    value: SecretString,
+}
+
+impl KafkaOption {
+    /// Refuses what ordercast must own; `source_name` says where the property came from.
+    pub fn new(key: String, value: String, source_name: &str) -> Result<Self, ConfigError> {
+        if let Some(why) = owned_kafka_property(&key) {
+            return Err(ConfigError::OwnedKafkaProperty {
+                source_name: source_name.to_owned(),
+                key,
+                why,
+            });
+        }
+        Ok(KafkaOption {
+            key,
+            value: SecretString::from(value),
+        })
+    }
+
+    /// The value, for librdkafka only.
+    pub fn expose_value(&self) -> &str {
+        self.value.expose_secret()
+    }
+
+    /// The value, or `***` when the property holds a secret: safe for logs.
+    pub fn display_value(&self) -> &str {
+        if is_secret_kafka_property(&self.key) {
+            "***"
+        } else {
+            self.value.expose_secret()
+        }
+    }
+}
+
+impl fmt::Debug for KafkaOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.display_value())
+    }
+}
+
+fn parse_kafka_flag(text: &str) -> Result<KafkaOption, ConfigError> {
+    let malformed = || ConfigError::MalformedKafkaOption {
+        source_name: "--kafka-option".to_owned(),
+        text: text.to_owned(),
+    };
+    let (key, value) = text.split_once('=').ok_or_else(malformed)?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(malformed());
+    }
+    KafkaOption::new(key.to_owned(), value.to_owned(), "--kafka-option")
+}
+
+/// Why ordercast sets this property itself, if it does. Partitions are assigned
+/// by hand from the latest offsets and nothing is committed: a group or an offset
+/// policy from outside would take partitions from other instances or skip changes.
+fn owned_kafka_property(key: &str) -> Option<&'static str> {
+    match key {
+        "bootstrap.servers" | "metadata.broker.list" => Some("use --kafka-brokers or KAFKA_BROKERS"),
+        "group.id"
+        | "group.instance.id"
+        | "group.protocol"
+        | "group.remote.assignor"
+        | "partition.assignment.strategy" => {
+            Some("every instance reads every partition without joining a consumer group")
+        }
+        "enable.auto.commit"
+        | "auto.commit.interval.ms"
+        | "enable.auto.offset.store"
+        | "auto.offset.reset"
+        | "offset.store.method" => Some("every instance starts at the latest offsets and never commits"),
+        "enable.partition.eof" => Some("the consumer does not expect end-of-partition events"),
+        _ => None,
+    }
+}
+
+/// Properties whose values are credentials or private keys.
+fn is_secret_kafka_property(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.oauthbearer.config"
+        || key.starts_with("sasl.jaas")
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,13 +323,16 @@ pub struct ServeConfig {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub auth: AuthConfig,
-    /// Kafka bootstrap servers carrying the Debezium change topics.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub topics: CdcTopics,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
     pub live: LiveConfig,
+    #[command(flatten)]
+    pub websocket: WebSocketConfig,
     #[command(flatten)]
     pub drain: DrainConfig,
     #[command(flatten)]
@@ -182,62 +421,6 @@ impl Default for DrainConfig {
     }
 }
 
-/// The live-update path: where change events come from, how much a slow subscriber may queue.
-#[derive(Debug, Clone, Args)]
-pub struct LiveConfig {
-    /// Debezium topic of the `order_versions` table.
-    #[arg(long, env = "ORDERCAST_CDC_TOPIC", default_value = DEFAULT_CDC_TOPIC)]
-    pub cdc_topic: String,
-    /// Debezium topic of the `cdc_gaps` table: a record there means changes were lost
-    /// before capture (a recreated replication slot), so subscribers are compared with Postgres.
-    #[arg(long, env = "ORDERCAST_CDC_GAPS_TOPIC", default_value = DEFAULT_CDC_GAPS_TOPIC)]
-    pub cdc_gaps_topic: String,
-    /// Debezium heartbeat topic, the proof of life of the CDC pipeline.
-    #[arg(long, env = "ORDERCAST_CDC_HEARTBEAT_TOPIC", default_value = DEFAULT_CDC_HEARTBEAT_TOPIC)]
-    pub cdc_heartbeat_topic: String,
-    /// Updates queued per subscriber before it is resynced instead.
-    #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
-    pub subscriber_queue: usize,
-    /// Subscribers that may read Postgres at once to catch up (gap repairs, reloads after a
-    /// lag or an outage); the rest wait, so mutations keep their connections.
-    #[arg(long, env = "ORDERCAST_LIVE_REPAIR_CONCURRENCY", default_value_t = 4)]
-    pub repair_concurrency: usize,
-    /// Rendered live updates kept for reuse: subscribers with the same selection
-    /// of the same order share one rendering of each version.
-    #[arg(long, env = "ORDERCAST_RENDER_CACHE", default_value_t = 4_096)]
-    pub render_cache: usize,
-    /// How long a WebSocket client may take to send `connection_init` (close 4408 after).
-    #[arg(long, env = "ORDERCAST_WS_INIT_TIMEOUT_MS", default_value_t = 3_000)]
-    pub ws_init_timeout_ms: u64,
-    /// Seconds between server pings on an idle WebSocket, so proxies keep it open.
-    #[arg(long, env = "ORDERCAST_WS_KEEPALIVE_SECS", default_value_t = 15)]
-    pub ws_keepalive_secs: u64,
-}
-
-impl LiveConfig {
-    pub fn ws_settings(&self) -> crate::ws::WsSettings {
-        crate::ws::WsSettings {
-            init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
-            keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
-        }
-    }
-}
-
-impl Default for LiveConfig {
-    fn default() -> Self {
-        Self {
-            cdc_topic: DEFAULT_CDC_TOPIC.to_owned(),
-            cdc_gaps_topic: DEFAULT_CDC_GAPS_TOPIC.to_owned(),
-            cdc_heartbeat_topic: DEFAULT_CDC_HEARTBEAT_TOPIC.to_owned(),
-            subscriber_queue: 128,
-            repair_concurrency: 4,
-            render_cache: 4_096,
-            ws_init_timeout_ms: 3_000,
-            ws_keepalive_secs: 15,
-        }
-    }
-}
-
 /// Bounds that keep one abusive request from hurting everyone else.
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
@@ -283,6 +466,87 @@ pub struct TokenConfig {
 impl TokenConfig {
     pub fn ttl(&self) -> Duration {
         Duration::from_secs(self.ttl)
+    }
+}
+
+/// The Debezium topics an instance follows.
+#[derive(Debug, Clone, Args)]
+pub struct CdcTopics {
+    /// Debezium topic of the `order_versions` table.
+    #[arg(long, env = "ORDERCAST_CDC_TOPIC", default_value = DEFAULT_CDC_TOPIC)]
+    pub cdc_topic: String,
+    /// Debezium topic of the `cdc_gaps` table: a record there means changes were lost
+    /// before capture (a recreated replication slot), so subscribers are compared with Postgres.
+    #[arg(long, env = "ORDERCAST_CDC_GAPS_TOPIC", default_value = DEFAULT_CDC_GAPS_TOPIC)]
+    pub cdc_gaps_topic: String,
+    /// Debezium heartbeat topic, the proof of life of the CDC pipeline.
+    #[arg(long, env = "ORDERCAST_CDC_HEARTBEAT_TOPIC", default_value = DEFAULT_CDC_HEARTBEAT_TOPIC)]
+    pub cdc_heartbeat_topic: String,
+}
+
+impl Default for CdcTopics {
+    fn default() -> Self {
+        Self {
+            cdc_topic: DEFAULT_CDC_TOPIC.to_owned(),
+            cdc_gaps_topic: DEFAULT_CDC_GAPS_TOPIC.to_owned(),
+            cdc_heartbeat_topic: DEFAULT_CDC_HEARTBEAT_TOPIC.to_owned(),
+        }
+    }
+}
+
+/// The fan-out: how much a slow subscriber may queue, how repairs share Postgres.
+#[derive(Debug, Clone, Args)]
+pub struct LiveConfig {
+    /// Updates queued per subscriber before it is resynced instead.
+    #[arg(long, env = "ORDERCAST_SUBSCRIBER_QUEUE", default_value_t = 128)]
+    pub subscriber_queue: usize,
+    /// Subscribers that may read Postgres at once to catch up (gap repairs, reloads after a
+    /// lag or an outage); the rest wait, so mutations keep their connections.
+    #[arg(long, env = "ORDERCAST_LIVE_REPAIR_CONCURRENCY", default_value_t = 4)]
+    pub repair_concurrency: usize,
+    /// Rendered live updates kept for reuse: subscribers with the same selection
+    /// of the same order share one rendering of each version.
+    #[arg(long, env = "ORDERCAST_RENDER_CACHE", default_value_t = 4_096)]
+    pub render_cache: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: 128,
+            repair_concurrency: 4,
+            render_cache: 4_096,
+        }
+    }
+}
+
+/// Timing of the WebSocket protocols.
+#[derive(Debug, Clone, Args)]
+pub struct WebSocketConfig {
+    /// How long a WebSocket client may take to send `connection_init` (close 4408 after).
+    #[arg(long, env = "ORDERCAST_WS_INIT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Seconds between server pings on an idle WebSocket, so proxies keep it open.
+    #[arg(long, env = "ORDERCAST_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub ws_keepalive_secs: u64,
+}
+
+impl WebSocketConfig {
+    pub fn init_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_init_timeout_ms)
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.ws_keepalive_secs.max(1))
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            ws_init_timeout_ms: 3_000,
+            ws_keepalive_secs: 15,
+        }
     }
 }
 
@@ -334,5 +598,108 @@ mod tests {
             "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast"
         );
         assert_eq!(default_of("jwt_secret"), DEVELOPMENT_JWT_SECRET);
+    }
+    fn env(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn kafka_properties_come_from_the_environment_and_flags_override_them() {
+        let cli = Cli::try_parse_from([
+            "ordercast",
+            "serve",
+            "--kafka-option",
+            "sasl.mechanism=PLAIN",
+            "--kafka-option",
+            "ssl.endpoint.identification.algorithm=none",
+        ])
+        .unwrap();
+        let Command::Serve(mut serve) = cli.command else {
+            panic!("serve parses as serve")
+        };
+        serve
+            .kafka
+            .add_env_options(env(&[
+                ("ORDERCAST_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("ORDERCAST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+                ("ORDERCAST_KAFKA_SASL_PASSWORD", "hunter2"),
+                ("ORDERCAST_LISTEN", "ignored: not a Kafka property"),
+            ]))
+            .unwrap();
+        let applied: Vec<(&str, &str)> = serve
+            .kafka
+            .kafka_options
+            .iter()
+            .map(|o| (o.key.as_str(), o.expose_value()))
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.password", "hunter2"),
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+                ("ssl.endpoint.identification.algorithm", "none"),
+            ],
+            "environment first (sorted), flags last, so the last setting of a property wins"
+        );
+    }
+
+    #[test]
+    fn properties_ordercast_owns_are_refused_with_the_reason() {
+        let mut kafka = KafkaConfig::default();
+        let error = kafka
+            .add_env_options(env(&[("ORDERCAST_KAFKA_GROUP_ID", "mine")]))
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("ORDERCAST_KAFKA_GROUP_ID: `group.id` is set by ordercast"),
+            "{error}"
+        );
+        for flag in [
+            "auto.offset.reset=earliest",
+            "enable.auto.commit=true",
+            "bootstrap.servers=x:9092",
+        ] {
+            let error = Cli::try_parse_from(["ordercast", "serve", "--kafka-option", flag]).unwrap_err();
+            assert!(error.to_string().contains("is set by ordercast"), "{flag}: {error}");
+        }
+        let error = Cli::try_parse_from(["ordercast", "serve", "--kafka-option", "no-equals-sign"]).unwrap_err();
+        assert!(error.to_string().contains("expected `property=value`"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "ordercast",
+            "serve",
+            "--database-url",
+            "postgres://app:db-pass-123@db.internal:5432/orders?sslmode=verify-full",
+            "--jwt-secret",
+            "jwt-secret-456",
+            "--kafka-option",
+            "sasl.password=sasl-pass-789",
+            "--kafka-option",
+            "sasl.username=ordercast",
+        ])
+        .unwrap();
+        let printed = format!("{cli:?} {cli:#?}");
+        for secret in ["db-pass-123", "jwt-secret-456", "sasl-pass-789"] {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db.internal:5432/orders?sslmode=verify-full"));
+        assert!(
+            printed.contains("sasl.username=ordercast"),
+            "non-secret options stay readable"
+        );
+    }
+
+    #[test]
+    fn database_urls_are_checked_when_parsed() {
+        assert!("mysql://x@y/z".parse::<DatabaseUrl>().is_err());
+        assert!("not a url".parse::<DatabaseUrl>().is_err());
+        let url: DatabaseUrl = "postgres://u@h/d".parse().unwrap();
+        assert_eq!(url.redacted(), "postgres://u@h/d");
     }
 }

@@ -18,7 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::{AuthError, TokenKeys};
 use crate::cdc::{CdcHealth, CdcStatus};
@@ -36,6 +36,8 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub keys: Arc<TokenKeys>,
     pub cdc: Arc<CdcStatus>,
+    /// Reached and migrated, or why not yet.
+    pub database: Arc<db::DatabaseStatus>,
     pub max_body_bytes: usize,
     pub ws: WsSettings,
     /// Set on SIGTERM: `/readyz` fails while in-flight work drains.
@@ -54,7 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz/cdc", get(readyz_cdc))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+        // A 503 is an answer here (readiness while starting or draining, a database not reached
+        // yet), not a failure worth an error line per probe: our own code logs real failures.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .with_state(state)
 }
 
@@ -68,6 +72,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.draining.load(Ordering::Acquire) {
         return readiness(false, serde_json::json!({ "status": "draining" }));
+    }
+    if let Some(reason) = state.database.waiting_reason() {
+        return readiness(
+            false,
+            serde_json::json!({ "status": "postgres unreachable", "reason": reason, "postgres": "down", "cdc": up_or_down(state.cdc.is_ready()) }),
+        );
     }
     let postgres = db::ping(&state.db).await;
     let warm = state.cdc.is_warm();
@@ -130,6 +140,9 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(refusal) = database_not_ready(&state) {
+        return refusal;
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -152,6 +165,9 @@ async fn graphql_post(
 
 /// GET serves queries from the query string, and WebSocket subscriptions by upgrade.
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(refusal) = database_not_ready(&state) {
+        return refusal;
+    }
     let (mut parts, _body) = request.into_parts();
     if parts.headers.contains_key(header::UPGRADE) {
         return websocket(state, &mut parts).await;
@@ -300,6 +316,15 @@ pub fn request_auth(keys: &TokenKeys, headers: &HeaderMap) -> RequestAuth {
 /// Invalid documents go on to execution, which reports them precisely.
 fn is_query_operation(request: &async_graphql::Request) -> bool {
     operation_type(&request.query, request.operation_name.as_deref()).is_none_or(|ty| ty == OperationType::Query)
+}
+
+/// Until Postgres has been reached and migrated, requests are refused at once
+/// (retryable) instead of waiting for a pool connection that cannot come.
+fn database_not_ready(state: &AppState) -> Option<Response> {
+    let reason = state.database.waiting_reason()?;
+    let message = format!("ordercast cannot reach its database yet ({reason}); retry shortly");
+    let body = Json(error_response_body(ErrorCode::Unavailable, &message));
+    Some((StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], body).into_response())
 }
 
 fn transport_error(status: StatusCode, message: &str) -> Response {

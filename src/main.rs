@@ -6,6 +6,7 @@ use ordercast::app::{shutdown_signal, Application};
 use ordercast::auth::TokenKeys;
 use ordercast::config::{Cli, Command, PruneConfig, TokenConfig};
 use ordercast::{db, graphql, telemetry};
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 #[tokio::main]
@@ -23,13 +24,18 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(config) => {
+        Command::Serve(mut config) => {
+            config.kafka.add_env_options(std::env::vars_os())?;
             let app = Application::build(*config).await?;
             tracing::info!(address = %app.local_addr(), "serving GraphQL on /graphql");
             app.run_until(shutdown_signal()).await
         }
-        Command::Migrate(config) => db::migrate(&config).await.context("applying database migrations"),
+        Command::Migrate(config) => {
+            db::probe(&config).await?;
+            db::migrate(&config).await.context("applying database migrations")
+        }
         Command::Seed(config) => {
+            db::probe(&config).await?;
             db::migrate(&config).await.context("applying database migrations")?;
             let pool = db::connect(&config).await.context("connecting to Postgres")?;
             db::seed(&pool).await.context("seeding demo data")?;
@@ -53,6 +59,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn prune(config: &PruneConfig) -> anyhow::Result<()> {
+    db::probe(&config.database).await?;
     let mut pruner = db::HistoryPruner::new(config.database.clone(), config.batch);
     let outcome = pruner
         .pass(config.older_than, db::LockWait::Wait(config.lock_timeout))
@@ -78,6 +85,7 @@ async fn prune(config: &PruneConfig) -> anyhow::Result<()> {
 }
 
 async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
+    db::probe(&config.database).await?;
     let pool = db::connect(&config.database).await.context("connecting to Postgres")?;
     let customer = match Uuid::parse_str(&config.customer) {
         Ok(id) => db::find_customer(&pool, id).await?,
@@ -89,5 +97,5 @@ async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
             config.customer
         )
     })?;
-    Ok(TokenKeys::new(&config.auth.jwt_secret).mint(customer.id, config.ttl()))
+    Ok(TokenKeys::new(config.auth.jwt_secret.expose_secret()).mint(customer.id, config.ttl()))
 }

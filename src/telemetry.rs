@@ -5,10 +5,17 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::config::LogFormat;
 
 /// Installs the global subscriber. Safe to call more than once (tests do).
+/// Colours only on a terminal (and never with `NO_COLOR`), so logs piped to a
+/// file or a collector stay plain text.
 pub fn init(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,rdkafka=warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

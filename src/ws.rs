@@ -35,6 +35,15 @@ pub struct WsSettings {
     pub keepalive: Duration,
 }
 
+impl From<&crate::config::WebSocketConfig> for WsSettings {
+    fn from(config: &crate::config::WebSocketConfig) -> Self {
+        WsSettings {
+            init_timeout: config.init_timeout(),
+            keepalive: config.keepalive(),
+        }
+    }
+}
+
 /// How a connection ended, as a WebSocket close frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Close {

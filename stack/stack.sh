@@ -7,6 +7,7 @@
 #   stack/stack.sh reset    down, then delete all data (pg, kafka, connect offsets, logs); downloaded jars are kept
 #   stack/stack.sh crash S  crash one service the way real faults do (S: kafka, connect, postgres, walsender); `up` repairs
 #   stack/stack.sh psql ... psql as the Postgres superuser on the stack's database (arguments go to psql)
+#   stack/stack.sh prerequisites   install only the Debian packages the stack and the Rust build need (CI runs it first)
 #
 # No Docker: Postgres comes from Debian's postgresql-15, Kafka/Connect/Debezium are jars that Maven resolves from
 # stack/pom.xml (the pinned versions live there). Everything the stack writes lives in <repo>/.stack/ (git-ignored).
@@ -18,29 +19,36 @@
 # gap is announced in the cdc_gaps table so that every ordercast instance compares its subscribers with Postgres.
 #
 # Ports (all bound to 127.0.0.1), overridable:
-#   ORDERCAST_PG_PORT                 55432  postgres://ordercast:ordercast@127.0.0.1:55432/ordercast
-#   ORDERCAST_KAFKA_PORT              19092  bootstrap servers 127.0.0.1:19092
-#   ORDERCAST_KAFKA_CONTROLLER_PORT   19093  KRaft controller listener
-#   ORDERCAST_CONNECT_PORT            18083  Kafka Connect REST
+#   ORDERCAST_STACK_PG_PORT                55432  postgres://ordercast:ordercast@127.0.0.1:55432/ordercast (TLS too)
+#   ORDERCAST_STACK_KAFKA_PORT             19092  bootstrap servers 127.0.0.1:19092 (PLAINTEXT)
+#   ORDERCAST_STACK_KAFKA_SASL_PORT        19094  bootstrap servers 127.0.0.1:19094 (SASL_SSL, SCRAM-SHA-512 or PLAIN,
+#                                                 user ordercast, password ordercast)
+#   ORDERCAST_STACK_KAFKA_CONTROLLER_PORT  19093  KRaft controller listener
+#   ORDERCAST_STACK_CONNECT_PORT           18083  Kafka Connect REST
+# (ORDERCAST_KAFKA_* belongs to the ordercast binary: it sets librdkafka properties.)
+#
+# TLS: a CA generated once into .stack/tls/ca.pem signs the certificate (DNS localhost, IP 127.0.0.1) that Postgres
+# and Kafka's SASL_SSL listener present; clients verify them with that CA.
 #
 # WAL cap: ORDERCAST_PG_MAX_SLOT_WAL_KEEP_SIZE (default 2GB) is the most WAL the replication slot may hold while
 # Debezium is not reading; beyond it Postgres invalidates the slot instead of filling the disk. Applied on every `up`.
 set -euo pipefail
 
 PG_MAJOR=15
-PG_PORT="${ORDERCAST_PG_PORT:-55432}"
-KAFKA_PORT="${ORDERCAST_KAFKA_PORT:-19092}"
-CONTROLLER_PORT="${ORDERCAST_KAFKA_CONTROLLER_PORT:-19093}"
-CONNECT_PORT="${ORDERCAST_CONNECT_PORT:-18083}"
+PG_PORT="${ORDERCAST_STACK_PG_PORT:-55432}"
+KAFKA_PORT="${ORDERCAST_STACK_KAFKA_PORT:-19092}"
+KAFKA_SASL_PORT="${ORDERCAST_STACK_KAFKA_SASL_PORT:-19094}"
+CONTROLLER_PORT="${ORDERCAST_STACK_KAFKA_CONTROLLER_PORT:-19093}"
+CONNECT_PORT="${ORDERCAST_STACK_CONNECT_PORT:-18083}"
 PG_MAX_SLOT_WAL_KEEP_SIZE="${ORDERCAST_PG_MAX_SLOT_WAL_KEEP_SIZE:-2GB}"
 HOST=127.0.0.1
 if ! [[ "$PG_MAX_SLOT_WAL_KEEP_SIZE" =~ ^(-1|[0-9]+(kB|MB|GB|TB)?)$ ]]; then
   echo "[stack] invalid ORDERCAST_PG_MAX_SLOT_WAL_KEEP_SIZE '$PG_MAX_SLOT_WAL_KEEP_SIZE' (want e.g. 2GB, 512MB, or -1 for no cap)" >&2
   exit 2
 fi
-for _port in "$PG_PORT" "$KAFKA_PORT" "$CONTROLLER_PORT" "$CONNECT_PORT"; do
+for _port in "$PG_PORT" "$KAFKA_PORT" "$KAFKA_SASL_PORT" "$CONTROLLER_PORT" "$CONNECT_PORT"; do
   if ! [[ "$_port" =~ ^[0-9]+$ ]] || ((_port < 1024 || _port > 65535)); then
-    echo "[stack] invalid port '$_port' in an ORDERCAST_*_PORT variable (want 1024-65535)" >&2
+    echo "[stack] invalid port '$_port' in an ORDERCAST_STACK_*_PORT variable (want 1024-65535)" >&2
     exit 2
   fi
 done
@@ -50,6 +58,8 @@ DB_USER=ordercast
 DB_PASSWORD=ordercast
 CDC_USER=ordercast_cdc
 CDC_PASSWORD=ordercast_cdc
+KAFKA_SASL_USER=ordercast
+KAFKA_SASL_PASSWORD=ordercast
 PUBLICATION=ordercast_cdc
 SLOT=ordercast_debezium
 CONNECTOR=ordercast-postgres
@@ -67,6 +77,7 @@ KAFKA_DIR="$STATE/kafka"
 CONNECT_DIR="$STATE/connect"
 LOGS="$STATE/logs"
 RUN="$STATE/run"
+TLS="$STATE/tls"
 
 POM="$STACK_DIR/pom.xml"
 LOG4J2="$STACK_DIR/log4j2.yaml"
@@ -119,7 +130,7 @@ port_owner() { # "pid N (cmd)" of whoever listens on the port, if ss can tell
 # ensure_port_free STEP PORT: a port we are about to bind must not be taken by something else
 ensure_port_free() {
   if port_open "$2"; then
-    fail "$1" "" "port $HOST:$2 is already in use by $(port_owner "$2"); stop it or pick another port (see the ORDERCAST_*_PORT variables at the top of stack/stack.sh)"
+    fail "$1" "" "port $HOST:$2 is already in use by $(port_owner "$2"); stop it or pick another port (see the ORDERCAST_STACK_*_PORT variables at the top of stack/stack.sh)"
   fi
 }
 
@@ -223,7 +234,17 @@ connector_check() { # like connector_running, but stop waiting at once if the co
 
 # ---------------------------------------------------------------------------------------------------- steps
 
+# Debian packages the Rust build needs: rdkafka builds librdkafka with TLS and SASL against the system's OpenSSL.
+step_build_prerequisites() {
+  local missing=() pkg
+  for pkg in libssl-dev pkg-config openssl; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
 step_prerequisites() {
+  step_build_prerequisites
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
   command -v curl >/dev/null || apt_install curl
   command -v ss >/dev/null || apt_install iproute2
@@ -271,6 +292,37 @@ step_download() {
   log "download: $(find "$LIB/kafka" -name '*.jar' | wc -l) jars + $(find "$LIB/connect-plugins" -name '*.jar' | wc -l) plugin jars in $(since "$t0")s"
 }
 
+# A CA made once (ten years), and a server certificate it signs for localhost and 127.0.0.1 that Postgres and
+# Kafka's SASL_SSL listener present. Clients trust .stack/tls/ca.pem. Made again only when a file is missing, the
+# certificate no longer verifies against the CA, or it expires within 30 days.
+step_tls() {
+  local t0
+  mkdir -p "$TLS"
+  chmod 755 "$TLS"
+  if [[ -s "$TLS/ca.pem" && -s "$TLS/ca.key" && -s "$TLS/server.pem" && -s "$TLS/server.key" ]] &&
+    openssl verify -CAfile "$TLS/ca.pem" "$TLS/server.pem" >/dev/null 2>&1 &&
+    openssl x509 -checkend $((30 * 86400)) -noout -in "$TLS/server.pem" >/dev/null 2>&1; then
+    log "tls: CA $TLS/ca.pem and the server certificate are in place"
+    return
+  fi
+  t0="$(now)"
+  if ! [[ -s "$TLS/ca.pem" && -s "$TLS/ca.key" ]] || ! openssl x509 -checkend $((30 * 86400)) -noout -in "$TLS/ca.pem" >/dev/null 2>&1; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=ordercast local stack CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$TLS/ca.key" -out "$TLS/ca.pem" >"$TLS/openssl.log" 2>&1 || fail tls "$TLS/openssl.log" "could not create the CA"
+    chmod 600 "$TLS/ca.key"
+  fi
+  openssl req -new -newkey rsa:2048 -nodes -sha256 -subj "/CN=localhost" -keyout "$TLS/server.key" -out "$TLS/server.csr" \
+    >>"$TLS/openssl.log" 2>&1 || fail tls "$TLS/openssl.log" "could not create the server key"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=DNS:localhost,IP:$HOST" >"$TLS/server.ext"
+  openssl x509 -req -sha256 -days 825 -in "$TLS/server.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial \
+    -extfile "$TLS/server.ext" -out "$TLS/server.pem" >>"$TLS/openssl.log" 2>&1 || fail tls "$TLS/openssl.log" "could not sign the server certificate"
+  chmod 600 "$TLS/server.key"
+  rm -f "$TLS/server.csr"
+  log "tls: created CA $TLS/ca.pem and a server certificate for localhost and $HOST in $(since "$t0")s"
+}
+
 pg_running() { as_pg "$PG_BIN/pg_ctl" status -D "$PGDATA" >/dev/null 2>&1; }
 
 psql_super() { as_pg "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET" -p "$PG_PORT" -U postgres "$@"; }
@@ -286,7 +338,11 @@ publication_tables() {
 # write_pg_config: the stack's settings (ordercast.conf) and access rules; true when either file changed
 write_pg_config() {
   local before
-  before="$(cat "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf" 2>/dev/null | sha256sum)"
+  before="$(cat "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf" "$PG_DIR/tls/server.pem" 2>/dev/null | sha256sum)"
+  # Postgres reads its key only if the server's OS user owns it and nobody else can
+  install -d -m 700 -o "$PG_OS_USER" "$PG_DIR/tls"
+  install -m 644 -o "$PG_OS_USER" "$TLS/server.pem" "$PG_DIR/tls/server.pem"
+  install -m 600 -o "$PG_OS_USER" "$TLS/server.key" "$PG_DIR/tls/server.key"
   cat >"$PGDATA/ordercast.conf" <<EOF
 # generated by stack/stack.sh on every start: edit the script, not this file
 listen_addresses = '$HOST'
@@ -300,6 +356,11 @@ max_replication_slots = 10
 # the most WAL the replication slot may hold while Debezium does not read it; beyond it the slot is
 # invalidated (and stack.sh up recovers) instead of the disk filling up
 max_slot_wal_keep_size = '$PG_MAX_SLOT_WAL_KEEP_SIZE'
+# TLS beside plaintext: sslmode=verify-full with sslrootcert=.stack/tls/ca.pem verifies this certificate
+ssl = on
+ssl_cert_file = '$PG_DIR/tls/server.pem'
+ssl_key_file = '$PG_DIR/tls/server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 timezone = 'UTC'
 log_timezone = 'UTC'
 log_line_prefix = '%m [%p] %q%u@%d '
@@ -315,7 +376,7 @@ EOF
     echo "include_if_exists = 'ordercast.conf'" >>"$PGDATA/postgresql.conf"
   chown "$PG_OS_USER" "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf"
   chmod 600 "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf"
-  [[ "$(cat "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf" | sha256sum)" != "$before" ]]
+  [[ "$(cat "$PGDATA/ordercast.conf" "$PGDATA/pg_hba.conf" "$PG_DIR/tls/server.pem" | sha256sum)" != "$before" ]]
 }
 
 step_postgres() {
@@ -350,7 +411,7 @@ step_postgres() {
     log "postgres: already running (pid $pid) on $HOST:$PG_PORT"
     if write_pg_config; then
       as_pg "$PG_BIN/pg_ctl" reload -D "$PGDATA" >/dev/null 2>&1 || fail postgres "$LOGS/postgres.log" "pg_ctl reload failed"
-      log "postgres: settings changed (max_slot_wal_keep_size=$PG_MAX_SLOT_WAL_KEEP_SIZE): reloaded; port and wal_level changes need 'stack/stack.sh down' first"
+      log "postgres: settings or certificate changed (max_slot_wal_keep_size=$PG_MAX_SLOT_WAL_KEEP_SIZE, ssl=on): reloaded; port and wal_level changes need 'stack/stack.sh down' first"
     fi
   else
     ensure_port_free postgres "$PG_PORT"
@@ -420,16 +481,24 @@ kafka_cp() { printf '%s/kafka/*' "$LIB"; }
 
 write_kafka_config() {
   mkdir -p "$KAFKA_DIR/data"
+  cat "$TLS/server.key" "$TLS/server.pem" >"$KAFKA_DIR/keystore.pem"
+  chmod 600 "$KAFKA_DIR/keystore.pem"
   cat >"$KAFKA_DIR/server.properties" <<EOF
 # generated by stack/stack.sh on every start: edit the script, not this file
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_SSL://$HOST:$KAFKA_SASL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_SSL://$HOST:$KAFKA_SASL_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+# the secured listener, as managed Kafka offers it: TLS (certificate from .stack/tls/ca.pem) and SASL, SCRAM or PLAIN
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_DIR/keystore.pem
 log.dirs=$KAFKA_DIR/data
 num.partitions=3
 default.replication.factor=1
@@ -464,6 +533,8 @@ start_java() {
   echo $! >"$RUN/$svc.pid"
 }
 
+kafka_config_sha() { cat "$KAFKA_DIR/server.properties" "$KAFKA_DIR/keystore.pem" | sha256sum | cut -d' ' -f1; }
+
 kafka_metadata_ok() {
   java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dlog4j2.configurationFile="$LOG4J2" -cp "$(kafka_cp)" \
     org.apache.kafka.tools.TopicCommand --bootstrap-server "$HOST:$KAFKA_PORT" --list >/dev/null 2>&1
@@ -473,9 +544,17 @@ step_kafka() {
   local t0 pid cid
   mkdir -p "$KAFKA_DIR" "$LOGS" "$RUN"
   pid="$(live_pid kafka)"
+  write_kafka_config
+  # the broker reads its settings and its certificate only at start: restart it when either changed
+  if [[ -n "$pid" ]] && [[ "$(cat "$RUN/kafka.config.sha256" 2>/dev/null)" != "$(kafka_config_sha)" ]]; then
+    log "kafka: its settings or certificate changed since it started (e.g. the SASL_SSL listener is new): restarting Kafka and Connect"
+    stop_java connect 30
+    stop_java kafka 60
+    pid=""
+  fi
   if [[ -n "$pid" ]]; then
     if port_open "$KAFKA_PORT"; then
-      log "kafka: already running (pid $pid) on $HOST:$KAFKA_PORT"
+      log "kafka: already running (pid $pid) on $HOST:$KAFKA_PORT, SASL_SSL on $HOST:$KAFKA_SASL_PORT"
       return
     fi
     # still starting (an earlier `up` was interrupted), or started on another port
@@ -485,8 +564,8 @@ step_kafka() {
     return
   fi
   ensure_port_free kafka "$KAFKA_PORT"
+  ensure_port_free kafka "$KAFKA_SASL_PORT"
   ensure_port_free kafka "$CONTROLLER_PORT"
-  write_kafka_config
   if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
     t0="$(now)"
     # log4j2 also writes to stdout: the id is the last line
@@ -498,11 +577,19 @@ step_kafka() {
     log "kafka: formatted KRaft storage (cluster id $cid) in $(since "$t0")s"
   fi
   t0="$(now)"
-  log "kafka: starting Kafka $KAFKA_VERSION (KRaft broker+controller) on $HOST:$KAFKA_PORT, controller $HOST:$CONTROLLER_PORT (log $LOGS/kafka.log)"
+  log "kafka: starting Kafka $KAFKA_VERSION (KRaft broker+controller) on $HOST:$KAFKA_PORT, SASL_SSL $HOST:$KAFKA_SASL_PORT, controller $HOST:$CONTROLLER_PORT (log $LOGS/kafka.log)"
+  kafka_config_sha >"$RUN/kafka.config.sha256"
   start_java kafka "$KAFKA_HEAP" kafka.Kafka "$KAFKA_DIR/server.properties"
   pid="$(cat "$RUN/kafka.pid")"
   wait_until kafka "$HOST:$KAFKA_PORT" 90 "$LOGS/kafka.log" "$pid" port_open "$KAFKA_PORT"
   wait_until kafka "metadata (TopicCommand --list)" 90 "$LOGS/kafka.log" "$pid" kafka_metadata_ok
+  # SCRAM credentials live in the cluster metadata: upserted on every start, so a stack formatted before the
+  # SASL_SSL listener existed gets its user too
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dlog4j2.configurationFile="$LOG4J2" -cp "$(kafka_cp)" \
+    kafka.admin.ConfigCommand --bootstrap-server "$HOST:$KAFKA_PORT" --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$KAFKA_SASL_PASSWORD]" >>"$LOGS/kafka-scram.log" 2>&1 ||
+    fail kafka "$LOGS/kafka-scram.log" "could not create the SCRAM user $KAFKA_SASL_USER"
+  log "kafka: SCRAM-SHA-512 user $KAFKA_SASL_USER ensured"
   log "kafka: started (pid $pid) in $(since "$t0")s"
 }
 
@@ -566,7 +653,8 @@ step_connect() {
   write_connect_config
   # the checked-in connector config reads the database settings from these (${env:...} placeholders)
   export ORDERCAST_CDC_DB_HOST="$HOST" ORDERCAST_CDC_DB_PORT="$PG_PORT" ORDERCAST_CDC_DB_NAME="$DB_NAME" \
-    ORDERCAST_CDC_DB_USER="$CDC_USER" ORDERCAST_CDC_DB_PASSWORD="$CDC_PASSWORD"
+    ORDERCAST_CDC_DB_USER="$CDC_USER" ORDERCAST_CDC_DB_PASSWORD="$CDC_PASSWORD" \
+    ORDERCAST_CDC_DB_SSLMODE=verify-full ORDERCAST_CDC_DB_SSLROOTCERT="$TLS/ca.pem"
   t0="$(now)"
   log "connect: starting Kafka Connect standalone + Debezium $DEBEZIUM_VERSION, REST on $HOST:$CONNECT_PORT (log $LOGS/connect.log)"
   sha256sum <"$CONNECTOR_JSON" >"$RUN/connect.config.sha256"
@@ -652,14 +740,16 @@ cmd_up() {
   log "up: state in $STATE"
   step_prerequisites
   step_download
+  step_tls
   step_postgres
   step_kafka
   step_slot
   step_connect
   step_announce_gap
   log "up: all running in $(since "$t0")s"
-  log "  DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@$HOST:$PG_PORT/$DB_NAME"
-  log "  KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT   topics: ordercast.public.<table>"
+  log "  DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@$HOST:$PG_PORT/$DB_NAME   (TLS: add ?sslmode=verify-full&sslrootcert=$TLS/ca.pem)"
+  log "  KAFKA_BROKERS=$HOST:$KAFKA_PORT   topics: ordercast.public.<table>"
+  log "  secured Kafka: KAFKA_BROKERS=$HOST:$KAFKA_SASL_PORT ORDERCAST_KAFKA_SECURITY_PROTOCOL=SASL_SSL ORDERCAST_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 ORDERCAST_KAFKA_SASL_USERNAME=$KAFKA_SASL_USER ORDERCAST_KAFKA_SASL_PASSWORD=$KAFKA_SASL_PASSWORD ORDERCAST_KAFKA_SSL_CA_LOCATION=$TLS/ca.pem"
   log "  KAFKA_CONNECT_URL=http://$HOST:$CONNECT_PORT"
 }
 
@@ -719,7 +809,7 @@ cmd_down() {
 
 cmd_reset() {
   cmd_down
-  log "reset: deleting $PG_DIR $KAFKA_DIR $CONNECT_DIR $LOGS (keeping downloads in $LIB)"
+  log "reset: deleting $PG_DIR $KAFKA_DIR $CONNECT_DIR $LOGS (keeping downloads in $LIB and the CA in $TLS)"
   rm -rf "$PG_DIR" "$KAFKA_DIR" "$CONNECT_DIR" "$LOGS"
   log "reset: done"
 }
@@ -752,6 +842,7 @@ cmd_status() {
          FROM pg_replication_slots WHERE slot_name = '$SLOT'" 2>/dev/null || true)"
   fi
   status_line kafka "$(live_pid kafka)" "$KAFKA_PORT"
+  status_line kafka-sasl "$(live_pid kafka)" "$KAFKA_SASL_PORT"
   status_line connect "$(live_pid connect)" "$CONNECT_PORT"
   if port_open "$CONNECT_PORT"; then
     read -r c t <<<"$(connector_states)"
@@ -801,13 +892,14 @@ case "${1:-}" in
   status) cmd_status ;;
   reset) cmd_reset ;;
   crash) cmd_crash "${2:-}" ;;
+  prerequisites) step_build_prerequisites ;;
   psql)
     shift
     pg_running || fail psql "" "postgres is not running; start it with 'stack/stack.sh up'"
     as_pg "$PG_BIN/psql" -X -h "$PG_SOCKET" -p "$PG_PORT" -U postgres -d "$DB_NAME" "$@"
     ;;
   *)
-    echo "usage: $0 up|down|status|reset|crash SERVICE|psql [ARGS]" >&2
+    echo "usage: $0 up|down|status|reset|crash SERVICE|psql [ARGS]|prerequisites" >&2
     exit 2
     ;;
 esac

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -17,14 +18,15 @@ use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
 use super::decode::{decode_version, Decoded};
-use crate::config::{DEFAULT_CDC_GAPS_TOPIC, DEFAULT_CDC_HEARTBEAT_TOPIC, DEFAULT_CDC_TOPIC};
+use crate::config::{CdcTopics, KafkaConfig};
 use crate::live::Hub;
 use crate::telemetry::metric;
 
 /// Where the change events are and how patient to be with them.
 #[derive(Debug, Clone)]
 pub struct CdcConfig {
-    pub brokers: String,
+    /// Brokers and the operator's librdkafka properties (TLS, SASL, timeouts).
+    pub kafka: KafkaConfig,
     /// Debezium's topic for the `order_versions` table.
     pub versions_topic: String,
     /// Debezium's topic for the `cdc_gaps` table: announcements of uncaptured changes.
@@ -36,15 +38,60 @@ pub struct CdcConfig {
 }
 
 impl CdcConfig {
-    pub fn new(brokers: impl Into<String>) -> Self {
+    pub fn new(kafka: KafkaConfig, topics: &CdcTopics) -> Self {
         CdcConfig {
-            brokers: brokers.into(),
-            versions_topic: DEFAULT_CDC_TOPIC.to_owned(),
-            gaps_topic: DEFAULT_CDC_GAPS_TOPIC.to_owned(),
-            heartbeat_topic: DEFAULT_CDC_HEARTBEAT_TOPIC.to_owned(),
+            kafka,
+            versions_topic: topics.cdc_topic.clone(),
+            gaps_topic: topics.cdc_gaps_topic.clone(),
+            heartbeat_topic: topics.cdc_heartbeat_topic.clone(),
             stall_after: Duration::from_secs(10),
         }
     }
+
+    /// The librdkafka configuration: our latency tuning, then the operator's
+    /// properties (which may override the tuning), then what ordercast owns
+    /// (the parser refuses those from outside).
+    fn client_config(&self) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client
+            .set("fetch.wait.max.ms", "5")
+            .set("fetch.min.bytes", "1")
+            .set("statistics.interval.ms", "5000")
+            // A broker that comes back is found within a second, not librdkafka's default 10 s.
+            .set("reconnect.backoff.max.ms", "1000");
+        for option in &self.kafka.kafka_options {
+            client.set(option.key.as_str(), option.expose_value());
+        }
+        client
+            .set("bootstrap.servers", &self.kafka.kafka_brokers)
+            // Required by librdkafka, never joined: partitions are assigned by hand.
+            .set("group.id", format!("ordercast-live-{}", Uuid::now_v7()))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "latest");
+        client
+    }
+
+    /// Builds a client once to let librdkafka judge every property, so a typo or
+    /// a missing CA file stops `serve` with a clear message instead of retrying forever.
+    pub fn validate(&self) -> Result<(), KafkaConfigError> {
+        match self.client_config().create::<BaseConsumer>() {
+            Ok(_) => Ok(()),
+            Err(KafkaError::ClientConfig(_, description, key, _value)) => Err(KafkaConfigError { key, description }),
+            Err(other) => Err(KafkaConfigError {
+                key: String::new(),
+                description: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// A Kafka property librdkafka rejected. The value is left out: it may be a password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid Kafka client configuration{}: {description} (set with ORDERCAST_KAFKA_* or --kafka-option; see librdkafka's CONFIGURATION.md)", if key.is_empty() { String::new() } else { format!(" for `{key}`") })]
+pub struct KafkaConfigError {
+    pub key: String,
+    pub description: String,
 }
 
 /// What readiness reports about the CDC stream. `assigned` means the start
@@ -112,7 +159,9 @@ impl CdcStatus {
 
     fn begin_outage(&self, why: &'static str) {
         *self.outage_reason.lock().unwrap_or_else(PoisonError::into_inner) = why;
-        if !self.outage.swap(true, Ordering::AcqRel) {
+        // Before the first assignment nothing was live, so nothing was interrupted:
+        // the cause is logged where it is known.
+        if !self.outage.swap(true, Ordering::AcqRel) && self.is_warm() {
             metrics::counter!(metric::CDC_OUTAGES).increment(1);
             tracing::warn!(
                 why,
@@ -141,17 +190,111 @@ fn now_ms() -> i64 {
 
 struct CdcContext {
     status: Arc<CdcStatus>,
+    brokers: String,
+    reports: ProblemReports,
 }
 
-impl ClientContext for CdcContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.status.begin_outage("all Kafka brokers are down");
-        } else {
-            tracing::debug!(%error, reason, "kafka client error");
+/// What keeps the consumer from Kafka, as an operator would fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KafkaProblem {
+    /// Nothing answers (connection refused, unknown host, every broker down).
+    Unreachable,
+    /// The brokers refused our SASL credentials or mechanism.
+    Authentication,
+    /// The TLS handshake failed (unknown CA, host name mismatch, wrong protocol).
+    Tls,
+}
+
+impl KafkaProblem {
+    fn of(error: &KafkaError) -> Option<Self> {
+        match error.rdkafka_error_code()? {
+            RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve => {
+                Some(KafkaProblem::Unreachable)
+            }
+            RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+                Some(KafkaProblem::Authentication)
+            }
+            RDKafkaErrorCode::SSL => Some(KafkaProblem::Tls),
+            _ => None,
         }
     }
 
+    /// The readiness reason while it lasts.
+    fn reason(self) -> &'static str {
+        match self {
+            KafkaProblem::Unreachable => "all Kafka brokers are down",
+            KafkaProblem::Authentication => "Kafka refused the SASL credentials",
+            KafkaProblem::Tls => "the TLS handshake with Kafka failed",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            KafkaProblem::Unreachable => {
+                "is Kafka running and are the brokers right? (KAFKA_BROKERS; the local stack: `make stack`)"
+            }
+            KafkaProblem::Authentication => {
+                "check ORDERCAST_KAFKA_SASL_USERNAME, ORDERCAST_KAFKA_SASL_PASSWORD and ORDERCAST_KAFKA_SASL_MECHANISM"
+            }
+            KafkaProblem::Tls => {
+                "ORDERCAST_KAFKA_SSL_CA_LOCATION must name the CA that signed the brokers' certificates, and the broker host must match them"
+            }
+        }
+    }
+
+    /// Whether it explains the others: a refused login also leaves every broker "down".
+    fn is_specific(self) -> bool {
+        self != KafkaProblem::Unreachable
+    }
+}
+
+/// How often the same problem is logged again while it lasts.
+const REPORT_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+/// Turns librdkafka's stream of errors (one per broker and retry) into one log
+/// line per problem and minute, until the stream works again.
+#[derive(Debug, Default)]
+struct ProblemReports {
+    last: Mutex<std::collections::HashMap<KafkaProblem, Instant>>,
+}
+
+impl ProblemReports {
+    /// The problem that explains `problem` (a recent refused login or TLS failure
+    /// explains brokers being "down"), and whether to log it now.
+    fn note(&self, problem: KafkaProblem) -> (KafkaProblem, bool) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let recent = |p: &KafkaProblem| last.get(p).is_some_and(|at| at.elapsed() < REPORT_AGAIN_AFTER);
+        if !problem.is_specific() {
+            if let Some(cause) = [KafkaProblem::Authentication, KafkaProblem::Tls]
+                .into_iter()
+                .find(recent)
+            {
+                return (cause, false);
+            }
+        }
+        if recent(&problem) {
+            return (problem, false);
+        }
+        last.insert(problem, Instant::now());
+        (problem, true)
+    }
+
+    /// The stream works: the next problem is news again.
+    fn clear(&self) {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+impl ClientContext for CdcContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // Every failure librdkafka logs also reaches `error`, which reports it once;
+        // its own lines (one per broker and retry) are for debugging only.
+        tracing::debug!(target: "rdkafka", ?level, facility, "{message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.report(&error, reason);
+    }
     fn stats(&self, statistics: Statistics) {
         for topic in statistics.topics.values() {
             for partition in topic
@@ -163,6 +306,32 @@ impl ClientContext for CdcContext {
                 metrics::gauge!(metric::CDC_CONSUMER_LAG, "topic" => topic.topic.clone(), "partition" => partition.partition.to_string())
                     .set(lag as f64);
             }
+        }
+    }
+}
+
+impl CdcContext {
+    /// Marks the outage a known problem causes and logs it once; anything
+    /// else is logged at debug level (librdkafka retries it by itself).
+    fn report(&self, error: &KafkaError, reason: &str) {
+        let Some(problem) = KafkaProblem::of(error) else {
+            tracing::debug!(%error, reason, "kafka client error");
+            return;
+        };
+        let (cause, log_now) = self.reports.note(problem);
+        self.status.begin_outage(cause.reason());
+        if log_now {
+            let detail = if reason.is_empty() {
+                error.to_string()
+            } else {
+                reason.to_owned()
+            };
+            tracing::error!(
+                "cannot use Kafka at {}: {}: {detail}; {}",
+                self.brokers,
+                problem.reason(),
+                problem.hint()
+            );
         }
     }
 }
@@ -184,22 +353,16 @@ pub async fn run(config: CdcConfig, hub: Arc<Hub>, status: Arc<CdcStatus>) {
 }
 
 async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Result<(), KafkaError> {
-    let consumer: Arc<CdcConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            // Required by librdkafka, never joined: partitions are assigned by hand.
-            .set("group.id", format!("ordercast-live-{}", Uuid::now_v7()))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "latest")
-            .set("fetch.wait.max.ms", "5")
-            .set("fetch.min.bytes", "1")
-            .set("statistics.interval.ms", "5000")
-            // A broker that comes back is found within a second, not librdkafka's default 10 s.
-            .set("reconnect.backoff.max.ms", "1000")
-            .create_with_context(CdcContext { status: status.clone() })?,
-    );
-    let mut assignments = Assignments::new(config);
+    let consumer: Arc<CdcConsumer> = Arc::new(config.client_config().create_with_context(CdcContext {
+        status: status.clone(),
+        brokers: config.kafka.kafka_brokers.clone(),
+        reports: ProblemReports::default(),
+    })?);
+    // The assignments live in the blocking lookup while one runs (a lookup waits up to 5 s
+    // when Kafka does not answer), so records and errors keep flowing meanwhile.
+    let mut assignments = Some(Assignments::new(config));
+    let mut lookup: Option<tokio::task::JoinHandle<(Result<bool, KafkaError>, Assignments)>> = None;
+    let mut expects_heartbeats = false;
     let mut last_record = Instant::now();
     let mut metadata_tick = tokio::time::interval(Duration::from_secs(2));
     // A slow lookup (Kafka unreachable) is followed by one tick, not a burst of them.
@@ -210,6 +373,7 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                 Ok(message) => {
                     last_record = Instant::now();
                     if status.record_event() {
+                        consumer.context().reports.clear();
                         tracing::info!("CDC stream resumed; comparing subscribers with Postgres");
                         hub.request_recovery();
                     }
@@ -233,27 +397,34 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                         }
                     }
                 }
+                Err(error) if KafkaProblem::of(&error).is_some() => consumer.context().report(&error, ""),
                 Err(error) => {
                     tracing::warn!(%error, "error while consuming change events");
                     status.begin_outage("the Kafka consumer reported an error");
                 }
             },
-            _ = metadata_tick.tick() => {
-                let lookup = consumer.clone();
-                let (refreshed, back) = tokio::task::spawn_blocking(move || {
-                    let refreshed = assignments.refresh(&*lookup);
-                    (refreshed, assignments)
-                })
-                .await
-                .map_err(|_| KafkaError::Canceled)?;
-                assignments = back;
+            finished = async { lookup.as_mut().expect("polled only while a lookup runs").await }, if lookup.is_some() => {
+                lookup = None;
+                let (refreshed, back) = finished.map_err(|_| KafkaError::Canceled)?;
+                expects_heartbeats = back.expects_heartbeats();
+                assignments = Some(back);
                 if refreshed? && !status.set_assigned(true) {
+                    consumer.context().reports.clear();
                     // Start offsets are fixed now. A subscription that read its state
                     // before this point may have missed a commit: compare it with Postgres.
                     hub.request_recovery();
                 }
+            }
+            _ = metadata_tick.tick() => {
+                if let Some(mut pending) = assignments.take() {
+                    let kafka = consumer.clone();
+                    lookup = Some(tokio::task::spawn_blocking(move || {
+                        let refreshed = pending.refresh(&*kafka);
+                        (refreshed, pending)
+                    }));
+                }
                 metrics::gauge!(metric::CDC_LAST_EVENT_AGE).set(status.last_event_age());
-                if assignments.expects_heartbeats() && last_record.elapsed() > config.stall_after {
+                if expects_heartbeats && last_record.elapsed() > config.stall_after {
                     status.begin_outage("no change event or heartbeat within the stall limit");
                 }
             }
@@ -441,7 +612,7 @@ mod tests {
     }
 
     fn config() -> CdcConfig {
-        CdcConfig::new("unused:9092")
+        CdcConfig::new(KafkaConfig::new("unused:9092"), &CdcTopics::default())
     }
 
     fn kafka(versions: &[i32], heartbeats: &[i32]) -> FakeKafka {
@@ -548,5 +719,47 @@ mod tests {
             .map(|(_, _, offset)| *offset);
         assert_eq!(late, Some(Offset::Beginning));
         assert!(assignments.expects_heartbeats());
+    }
+    #[test]
+    fn librdkafka_is_built_with_tls_and_sasl() {
+        let builtin = ClientConfig::new()
+            .create_native_config()
+            .and_then(|native| native.get("builtin.features"))
+            .unwrap();
+        for feature in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
+            assert!(
+                builtin.split(',').any(|f| f == feature),
+                "{feature} missing from {builtin}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_login_is_reported_once_and_explains_the_brokers_being_down() {
+        let reports = ProblemReports::default();
+        let refused = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+        assert_eq!(KafkaProblem::of(&refused), Some(KafkaProblem::Authentication));
+        assert_eq!(KafkaProblem::of(&down), Some(KafkaProblem::Unreachable));
+        assert_eq!(
+            KafkaProblem::of(&KafkaError::Global(RDKafkaErrorCode::SSL)),
+            Some(KafkaProblem::Tls)
+        );
+        assert_eq!(KafkaProblem::of(&KafkaError::Canceled), None);
+
+        use KafkaProblem::{Authentication, Unreachable};
+        assert_eq!(reports.note(Authentication), (Authentication, true));
+        assert_eq!(reports.note(Authentication), (Authentication, false), "once a minute");
+        assert_eq!(
+            reports.note(Unreachable),
+            (Authentication, false),
+            "brokers are down because they refuse us: the reason stays, no second, misleading line"
+        );
+        reports.clear();
+        assert_eq!(
+            reports.note(Unreachable),
+            (Unreachable, true),
+            "after a recovery, news again"
+        );
     }
 }

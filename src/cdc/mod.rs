@@ -5,5 +5,5 @@
 mod consumer;
 mod decode;
 
-pub use consumer::{run, CdcConfig, CdcHealth, CdcStatus};
+pub use consumer::{run, CdcConfig, CdcHealth, CdcStatus, KafkaConfigError};
 pub use decode::{decode_version, DecodeError, Decoded};

@@ -5,6 +5,7 @@ mod catalog;
 mod errors;
 mod history;
 mod orders;
+mod probe;
 mod seed;
 mod versions;
 
@@ -20,6 +21,7 @@ pub use orders::{
     add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order, schedule_order,
     set_item_quantity, OrderCursor, OrderPage,
 };
+pub use probe::{prepare, probe, DatabaseStatus, Unreachable};
 pub use seed::{seed, DEMO_CUSTOMERS, DEMO_PRODUCTS};
 pub use versions::{
     current_versions_of, customer_versions, order_versions_between, orders_by_ids, MAX_REPLAY, STATES_PER_QUERY,
@@ -30,12 +32,14 @@ use crate::config::DatabaseConfig;
 /// Key of the session advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK_KEY: i64 = 0x6f72_6465_7263_6173; // "ordercas"
 
-/// Opens this instance's connection pool.
+/// Opens this instance's connection pool. Connections are made on first use,
+/// so a pool exists while Postgres is away; `probe` says why it is.
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(config.database_url.clone());
+    let mut options = ConnectOptions::new(config.database_url.expose());
     options
         .max_connections(config.db_max_connections)
         .min_connections(1)
+        .connect_lazy(true)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging_level(log::LevelFilter::Debug);
@@ -45,7 +49,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
 /// A pool of exactly one connection, for work that holds a session advisory
 /// lock (migrations, history pruning): every statement runs in that session.
 async fn single_connection(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
-    let mut options = ConnectOptions::new(config.database_url.clone());
+    let mut options = ConnectOptions::new(config.database_url.expose());
     options
         .max_connections(1)
         .connect_timeout(Duration::from_secs(5))

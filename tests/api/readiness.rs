@@ -70,7 +70,7 @@ async fn readiness_fails_at_once_on_shutdown_then_sockets_close_with_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_never_reached_kafka_is_not_ready() {
     let mut config = serve_config();
-    config.kafka_brokers = "127.0.0.1:9".to_owned(); // nothing listens on the discard port
+    config.kafka.kafka_brokers = "127.0.0.1:9".to_owned(); // nothing listens on the discard port
     let app = ordercast::app::Application::build(config).await.unwrap();
     let base_url = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until(std::future::pending()));

@@ -7,14 +7,15 @@ use std::time::Duration;
 use ordercast::app::Application;
 use ordercast::auth::TokenKeys;
 use ordercast::config::{
-    AuthConfig, DatabaseConfig, DrainConfig, HistoryConfig, Limits, LiveConfig, ServeConfig, DEFAULT_DATABASE_URL,
-    DEFAULT_KAFKA_BROKERS,
+    AuthConfig, CdcTopics, DatabaseConfig, DrainConfig, HistoryConfig, KafkaConfig, Limits, LiveConfig, ServeConfig,
+    WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 pub mod kafka;
+pub mod process;
 pub mod stack;
 pub mod ws;
 
@@ -44,15 +45,15 @@ pub fn serve_config() -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: DatabaseConfig {
-            database_url: database_url(),
+            database_url: database_url().parse().expect("DATABASE_URL is a postgres:// URL"),
             db_max_connections: 16,
         },
-        auth: AuthConfig {
-            jwt_secret: TEST_JWT_SECRET.to_owned(),
-        },
-        kafka_brokers: kafka_brokers(),
+        auth: AuthConfig::new(TEST_JWT_SECRET),
+        kafka: KafkaConfig::new(kafka_brokers()),
+        topics: CdcTopics::default(),
         limits: Limits::default(),
         live: LiveConfig::default(),
+        websocket: WebSocketConfig::default(),
         drain: DrainConfig::default(),
         history: HistoryConfig::default(),
     }

@@ -16,7 +16,7 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 async fn app() -> TestApp {
     let mut config = serve_config();
-    config.live.ws_init_timeout_ms = 500;
+    config.websocket.ws_init_timeout_ms = 500;
     spawn_app_with(config).await
 }
 
