@@ -74,8 +74,12 @@ impl CdcConfig {
 
     /// Builds a client once to let librdkafka judge every property, so a typo or
     /// a missing CA file stops `serve` with a clear message instead of retrying forever.
+    /// It is dropped at once; what it meets meanwhile is the real consumer's to report.
     pub fn validate(&self) -> Result<(), KafkaConfigError> {
-        match self.client_config().create::<BaseConsumer>() {
+        match self
+            .client_config()
+            .create_with_context::<_, BaseConsumer<Silent>>(Silent)
+        {
             Ok(_) => Ok(()),
             Err(KafkaError::ClientConfig(_, description, key, _value)) => Err(KafkaConfigError { key, description }),
             Err(other) => Err(KafkaConfigError {
@@ -85,6 +89,21 @@ impl CdcConfig {
         }
     }
 }
+
+/// The context of the throw-away client `validate` builds: nothing it hears is logged.
+struct Silent;
+
+impl ClientContext for Silent {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::trace!(target: "rdkafka", ?level, facility, "{message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::trace!(target: "rdkafka", %error, reason, "kafka client error while validating the configuration");
+    }
+}
+
+impl ConsumerContext for Silent {}
 
 /// A Kafka property librdkafka rejected. The value is left out: it may be a password.
 #[derive(Debug, Clone, thiserror::Error)]
