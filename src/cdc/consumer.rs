@@ -227,9 +227,8 @@ enum KafkaProblem {
 impl KafkaProblem {
     fn of(error: &KafkaError) -> Option<Self> {
         match error.rdkafka_error_code()? {
-            RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve => {
-                Some(KafkaProblem::Unreachable)
-            }
+            // Not one lost connection: brokers drop idle ones, and a cluster serves on without one.
+            RDKafkaErrorCode::AllBrokersDown => Some(KafkaProblem::Unreachable),
             RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
                 Some(KafkaProblem::Authentication)
             }
@@ -265,6 +264,14 @@ impl KafkaProblem {
     fn is_specific(self) -> bool {
         self != KafkaProblem::Unreachable
     }
+}
+
+/// A connection to one broker failed or its name did not resolve.
+fn is_connection_error(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve)
+    )
 }
 
 /// How often the same problem is logged again while it lasts.
@@ -418,7 +425,13 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                 }
                 Err(error) if KafkaProblem::of(&error).is_some() => consumer.context().report(&error, ""),
                 Err(error) => {
-                    tracing::warn!(%error, "error while consuming change events");
+                    // One broker connection lost is librdkafka's to retry (and reported as a
+                    // problem once every broker is down); anything else is worth a line.
+                    if is_connection_error(&error) {
+                        tracing::debug!(%error, "a Kafka connection failed while consuming");
+                    } else {
+                        tracing::warn!(%error, "error while consuming change events");
+                    }
                     status.begin_outage("the Kafka consumer reported an error");
                 }
             },
@@ -765,6 +778,13 @@ mod tests {
             Some(KafkaProblem::Tls)
         );
         assert_eq!(KafkaProblem::of(&KafkaError::Canceled), None);
+        let one_connection = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(
+            KafkaProblem::of(&one_connection),
+            None,
+            "brokers close idle connections"
+        );
+        assert!(is_connection_error(&one_connection));
 
         use KafkaProblem::{Authentication, Unreachable};
         assert_eq!(reports.note(Authentication), (Authentication, true));
