@@ -11,7 +11,7 @@ mod failures;
 mod secrets;
 mod tls;
 
-use ordercast::config::{KafkaConfig, KafkaOption};
+use ordercast::config::KafkaConfig;
 
 /// The CA that signed the stack's Postgres and Kafka certificates.
 pub fn stack_ca() -> String {
@@ -61,6 +61,5 @@ pub fn sasl_kafka_config(mechanism: &str, password: &str, ca: &str) -> KafkaConf
                 .map(|(k, v)| (k.into(), v.into())),
         )
         .expect("valid properties");
-    let _: &[KafkaOption] = &kafka.kafka_options;
     kafka
 }
