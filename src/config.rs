@@ -103,13 +103,14 @@ impl FromStr for DatabaseUrl {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let redacted = match url::Url::parse(text) {
-            Ok(mut parsed) => {
+            Ok(mut parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") && parsed.has_host() => {
                 if parsed.password().is_some() {
                     let _ = parsed.set_password(Some("***"));
                 }
                 parsed.into()
             }
-            Err(_) => "(a DATABASE_URL that is not a URL)".to_owned(),
+            // Anything else may hold the password where we cannot tell.
+            _ => "(a DATABASE_URL that is not postgres://USER:PASSWORD@HOST:PORT/DATABASE)".to_owned(),
         };
         Ok(DatabaseUrl {
             url: SecretString::from(text.to_owned()),
@@ -698,8 +699,10 @@ mod tests {
     fn a_database_url_is_never_echoed_even_when_malformed() {
         let url: DatabaseUrl = "postgres://u@h/d".parse().unwrap();
         assert_eq!(url.redacted(), "postgres://u@h/d");
-        let garbled: DatabaseUrl = "postgres//user:pa ss@host".parse().unwrap();
-        assert!(!format!("{garbled:?} {}", garbled.redacted()).contains("pa ss"));
+        for garbled in ["postgres//user:pa ss@host", "mysql:/x:pa ss@y", "postgres:/x:pa ss@y"] {
+            let url: DatabaseUrl = garbled.parse().unwrap();
+            assert!(!format!("{url:?} {}", url.redacted()).contains("pa ss"), "{garbled}");
+        }
         let cli = Cli::try_parse_from(["ordercast", "migrate", "--database-url", "mysql:/x:secret-1@y"]);
         assert!(
             cli.is_ok(),

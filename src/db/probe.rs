@@ -91,8 +91,10 @@ fn hint_for(error: &sqlx::Error) -> &'static str {
 
 /// What a URL points at, without its password.
 fn describe_target(url: &str) -> String {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return "an unparsable DATABASE_URL".to_owned();
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") && parsed.has_host() => parsed,
+        // Anything else may hold the password where we cannot tell: say nothing of it.
+        _ => return "a DATABASE_URL that is not postgres://USER:PASSWORD@HOST:PORT/DATABASE".to_owned(),
     };
     let sslmode = parsed
         .query_pairs()
@@ -200,6 +202,8 @@ mod tests {
             describe_target("postgres://h/d"),
             "h:5432/d as the OS user (sslmode=prefer)"
         );
+        assert!(!describe_target("mysql:/x:secret-1@y").contains("secret"));
+        assert!(!describe_target("postgres:/x:secret-1@y").contains("secret"));
     }
 
     #[tokio::test]
