@@ -77,11 +77,12 @@ pub enum Command {
 }
 
 /// A Postgres connection URL. It carries the password, so it never prints
-/// itself: `Debug` and `redacted` show everything but the password.
+/// itself: `Debug`, `redacted` and `target` show everything but the password.
 #[derive(Clone)]
 pub struct DatabaseUrl {
     url: SecretString,
     redacted: String,
+    target: String,
 }
 
 impl DatabaseUrl {
@@ -94,6 +95,11 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> &str {
         &self.redacted
     }
+
+    /// Where it points, for messages: `host:port/database as user (sslmode=…)`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
 }
 
 /// Never fails: clap would echo a refused value, password included. A URL the
@@ -102,21 +108,45 @@ impl FromStr for DatabaseUrl {
     type Err = std::convert::Infallible;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let redacted = match url::Url::parse(text) {
+        let (redacted, target) = match url::Url::parse(text) {
             Ok(mut parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") && parsed.has_host() => {
+                let target = describe_target(&parsed);
                 if parsed.password().is_some() {
                     let _ = parsed.set_password(Some("***"));
                 }
-                parsed.into()
+                (parsed.into(), target)
             }
-            // Anything else may hold the password where we cannot tell.
-            _ => "(a DATABASE_URL that is not postgres://USER:PASSWORD@HOST:PORT/DATABASE)".to_owned(),
+            // Anything else may hold the password where we cannot tell: say nothing of it.
+            _ => {
+                let unknown = "a DATABASE_URL that is not postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+                (format!("({unknown})"), unknown.to_owned())
+            }
         };
         Ok(DatabaseUrl {
             url: SecretString::from(text.to_owned()),
             redacted,
+            target,
         })
     }
+}
+
+fn describe_target(url: &url::Url) -> String {
+    let sslmode = url
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode")
+        .map(|(_, mode)| mode.into_owned())
+        .unwrap_or_else(|| "prefer".to_owned());
+    let user = if url.username().is_empty() {
+        "the OS user"
+    } else {
+        url.username()
+    };
+    format!(
+        "{}:{}{} as {user} (sslmode={sslmode})",
+        url.host_str().unwrap_or("localhost"),
+        url.port().unwrap_or(5432),
+        url.path(),
+    )
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -693,6 +723,18 @@ mod tests {
             printed.contains("sasl.username=ordercast"),
             "non-secret options stay readable"
         );
+    }
+
+    #[test]
+    fn the_target_names_everything_but_the_password() {
+        let target = |text: &str| text.parse::<DatabaseUrl>().unwrap().target().to_owned();
+        assert_eq!(
+            target("postgres://app:s3cret@db.internal:6432/orders?sslmode=verify-full&sslrootcert=/ca.pem"),
+            "db.internal:6432/orders as app (sslmode=verify-full)"
+        );
+        assert_eq!(target("postgres://h/d"), "h:5432/d as the OS user (sslmode=prefer)");
+        assert!(!target("mysql:/x:secret-1@y").contains("secret"));
+        assert!(!target("postgres:/x:secret-1@y").contains("secret"));
     }
 
     #[test]

@@ -29,9 +29,8 @@ pub struct Unreachable {
 /// Opens and closes one connection; on failure, says why and what to do.
 pub async fn probe(config: &DatabaseConfig) -> Result<(), Unreachable> {
     let url = config.database_url.expose();
-    let target = describe_target(url);
     let unreachable = |cause: String, hint: &'static str| Unreachable {
-        target: target.clone(),
+        target: config.database_url.target().to_owned(),
         cause,
         hint,
     };
@@ -89,31 +88,6 @@ fn hint_for(error: &sqlx::Error) -> &'static str {
     }
 }
 
-/// What a URL points at, without its password.
-fn describe_target(url: &str) -> String {
-    let parsed = match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") && parsed.has_host() => parsed,
-        // Anything else may hold the password where we cannot tell: say nothing of it.
-        _ => return "a DATABASE_URL that is not postgres://USER:PASSWORD@HOST:PORT/DATABASE".to_owned(),
-    };
-    let sslmode = parsed
-        .query_pairs()
-        .find(|(key, _)| key == "sslmode")
-        .map(|(_, mode)| mode.into_owned())
-        .unwrap_or_else(|| "prefer".to_owned());
-    format!(
-        "{}:{}{} as {} (sslmode={sslmode})",
-        parsed.host_str().unwrap_or("localhost"),
-        parsed.port().unwrap_or(5432),
-        parsed.path(),
-        if parsed.username().is_empty() {
-            "the OS user"
-        } else {
-            parsed.username()
-        },
-    )
-}
-
 /// Whether Postgres has been reached and migrated; until then, why not.
 #[derive(Debug, Default)]
 pub struct DatabaseStatus {
@@ -159,7 +133,7 @@ pub async fn prepare(config: DatabaseConfig, status: Arc<DatabaseStatus>) {
     loop {
         let attempt = match probe(&config).await {
             Ok(()) => super::migrate(&config).await.map_err(|error| Unreachable {
-                target: describe_target(config.database_url.expose()),
+                target: config.database_url.target().to_owned(),
                 cause: format!("applying migrations failed: {error}"),
                 hint: "see the error; the instance retries",
             }),
@@ -191,20 +165,6 @@ pub async fn prepare(config: DatabaseConfig, status: Arc<DatabaseStatus>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_target_names_everything_but_the_password() {
-        assert_eq!(
-            describe_target("postgres://app:s3cret@db.internal:6432/orders?sslmode=verify-full&sslrootcert=/ca.pem"),
-            "db.internal:6432/orders as app (sslmode=verify-full)"
-        );
-        assert_eq!(
-            describe_target("postgres://h/d"),
-            "h:5432/d as the OS user (sslmode=prefer)"
-        );
-        assert!(!describe_target("mysql:/x:secret-1@y").contains("secret"));
-        assert!(!describe_target("postgres:/x:secret-1@y").contains("secret"));
-    }
 
     #[tokio::test]
     async fn a_closed_port_is_refused_at_once_with_a_hint() {
