@@ -51,7 +51,7 @@ export ORDERCAST_URL=http://127.0.0.1:$port
 export ORDERCAST_WS_INIT_TIMEOUT_MS=1000
 
 say "serving on $ORDERCAST_URL (log: ${log#"$root"/})"
-ORDERCAST_LOG_FORMAT=text "$bin" serve --listen "127.0.0.1:$port" >"$log" 2>&1 &
+ORDERCAST_DEV=1 ORDERCAST_LOG_FORMAT=text "$bin" serve --listen "127.0.0.1:$port" >"$log" 2>&1 &
 server=$!
 stop_server() {
   if kill -0 "$server" 2>/dev/null; then

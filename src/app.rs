@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::TokenKeys;
+use crate::auth::Authenticator;
 use crate::cdc::{self, CdcConfig, CdcStatus};
 use crate::config::{DrainConfig, ServeConfig};
 use crate::graphql::LiveExecutor;
@@ -53,20 +52,24 @@ impl Application {
         let pool = db::connect(&config.database)
             .await
             .context("opening the Postgres pool")?;
+        let authenticator = Arc::new(Authenticator::from_config(&config.auth, pool.clone())?);
+        if authenticator.is_development() {
+            tracing::warn!(keys = %authenticator.description, "development run: never expose it to real users");
+        } else {
+            tracing::info!(keys = %authenticator.description, "verifying tokens");
+            tokio::spawn({
+                let authenticator = authenticator.clone();
+                async move { authenticator.warm_up().await }
+            });
+        }
         let database = Arc::new(db::DatabaseStatus::default());
         tokio::spawn(db::prepare(config.database.clone(), database.clone()));
-        if config.auth.is_development_secret() {
-            tracing::warn!(
-                "signing tokens with the built-in development secret: set ORDERCAST_JWT_SECRET in production"
-            );
-        }
         let hub = Hub::new(config.live.subscriber_queue, config.live.repair_concurrency);
         tokio::spawn(live::run_recovery(pool.clone(), hub.clone()));
         tokio::spawn(db::prune_forever(config.database.clone(), config.history.clone()));
         let cdc_status = Arc::new(CdcStatus::default());
         tokio::spawn(cdc::run(cdc_config, hub.clone(), cdc_status.clone()));
 
-        let keys = Arc::new(TokenKeys::new(config.auth.jwt_secret.expose_secret()));
         let (shutdown, shutdown_watch) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
@@ -75,7 +78,7 @@ impl Application {
             schema,
             live,
             db: pool,
-            keys,
+            authenticator,
             cdc: cdc_status.clone(),
             database: database.clone(),
             max_body_bytes: config.limits.max_body_bytes,

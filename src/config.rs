@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -38,6 +39,13 @@ pub enum ConfigError {
     MalformedKafkaOption { source_name: String, text: String },
     #[error("{source_name}: the value is not valid UTF-8")]
     NotUnicode { source_name: String },
+    #[error(
+        "no key to verify tokens: set ORDERCAST_JWT_JWKS_URL (your identity provider's JWKS) or \
+         ORDERCAST_JWT_PUBLIC_KEY_FILE; HS256 development tokens need a development run (--dev or ORDERCAST_DEV=1)"
+    )]
+    NoProviderKey,
+    #[error("set one of ORDERCAST_JWT_JWKS_URL and ORDERCAST_JWT_PUBLIC_KEY_FILE, not both")]
+    TwoKeySources,
 }
 
 #[derive(Debug, Parser)]
@@ -69,7 +77,7 @@ pub enum Command {
     /// Insert the demo customers and products (idempotent).
     Seed(DatabaseConfig),
     /// Print a signed bearer token for a customer, and nothing else.
-    Token(TokenConfig),
+    Token(Box<TokenConfig>),
     /// Print the GraphQL schema (SDL) that `serve` exposes.
     Sdl,
     /// Run one pass of history retention now and print what it removed.
@@ -181,23 +189,92 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// How bearer tokens are verified and mapped to customers. Production reads
+/// an identity provider's keys (a JWKS URL or a PEM public key); the HS256
+/// secret serves development runs only, and `serve` refuses it otherwise.
 #[derive(Debug, Clone, Args)]
 pub struct AuthConfig {
-    /// HS256 secret that signs and verifies bearer tokens. Defaults to a development
-    /// secret that `serve` warns about.
+    /// A development run: accept HS256 tokens signed with the development secret
+    /// (`make run`, the tests and the bench set it). Never set it in production.
+    #[arg(long = "dev", env = "ORDERCAST_DEV")]
+    pub dev: bool,
+    /// HS256 secret of development tokens (`ordercast token`); used only by development runs.
     #[arg(long, env = "ORDERCAST_JWT_SECRET", default_value = DEVELOPMENT_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
     pub jwt_secret: SecretString,
+    /// The identity provider's JWKS URL (RS256, ES256, EdDSA keys, chosen by `kid`).
+    #[arg(long, env = "ORDERCAST_JWT_JWKS_URL", conflicts_with = "jwt_public_key_file")]
+    pub jwt_jwks_url: Option<url::Url>,
+    /// Extra CA certificate (PEM) to trust when fetching the JWKS, for a provider behind a private CA.
+    #[arg(long, env = "ORDERCAST_JWT_JWKS_CA_FILE", requires = "jwt_jwks_url")]
+    pub jwt_jwks_ca_file: Option<PathBuf>,
+    /// How soon an unknown `kid` may trigger another JWKS fetch: garbage tokens cannot hammer the provider.
+    #[arg(long, env = "ORDERCAST_JWT_JWKS_REFRESH_INTERVAL", default_value = "10s", value_parser = positive_duration)]
+    pub jwt_jwks_refresh_interval: Duration,
+    /// A PEM public key (RSA, EC P-256/P-384 or Ed25519) that signs every token, instead of a JWKS.
+    #[arg(long, env = "ORDERCAST_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` of provider tokens, when set.
+    #[arg(long, env = "ORDERCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values (comma-separated); when set, tokens must name one of them.
+    #[arg(long, env = "ORDERCAST_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "ORDERCAST_JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+    /// The claim naming the customer in provider tokens: a dotted path into the claims
+    /// (`sub`, `app.customer`); a key that itself has dots (`https://example.com/customer`) matches whole.
+    #[arg(long, env = "ORDERCAST_JWT_CUSTOMER_CLAIM", default_value = "sub")]
+    pub jwt_customer_claim: String,
+    /// Create the customer of a provider subject on its first valid token (email and
+    /// name from the `email` and `name` claims). Without it an unknown subject is refused.
+    #[arg(long, env = "ORDERCAST_JWT_PROVISION")]
+    pub jwt_provision: bool,
+}
+
+/// Where the keys that verify tokens come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The HS256 secret: development runs only. Tokens name the customer id in `sub`.
+    DevelopmentSecret,
+    /// An identity provider's JWKS.
+    Jwks(url::Url),
+    /// One PEM public key.
+    PublicKeyFile(PathBuf),
 }
 
 impl AuthConfig {
-    pub fn new(secret: &str) -> Self {
+    /// A development run's configuration with the given HS256 secret.
+    pub fn development(secret: &str) -> Self {
         AuthConfig {
+            dev: true,
             jwt_secret: SecretString::from(secret.to_owned()),
+            jwt_jwks_url: None,
+            jwt_jwks_ca_file: None,
+            jwt_jwks_refresh_interval: Duration::from_secs(10),
+            jwt_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: Vec::new(),
+            jwt_leeway_secs: 5,
+            jwt_customer_claim: "sub".to_owned(),
+            jwt_provision: false,
         }
     }
 
     pub fn is_development_secret(&self) -> bool {
         self.jwt_secret.expose_secret() == DEVELOPMENT_JWT_SECRET
+    }
+
+    /// The key source to use, or why none may be: outside a development run a
+    /// provider key is required (fail closed).
+    pub fn key_source(&self) -> Result<KeySource, ConfigError> {
+        match (&self.jwt_jwks_url, &self.jwt_public_key_file) {
+            (Some(url), None) => Ok(KeySource::Jwks(url.clone())),
+            (None, Some(path)) => Ok(KeySource::PublicKeyFile(path.clone())),
+            (Some(_), Some(_)) => Err(ConfigError::TwoKeySources),
+            (None, None) if self.dev => Ok(KeySource::DevelopmentSecret),
+            (None, None) => Err(ConfigError::NoProviderKey),
+        }
     }
 }
 

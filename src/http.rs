@@ -20,7 +20,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use crate::auth::{AuthError, TokenKeys};
+use crate::auth::{AuthError, Authenticator};
 use crate::cdc::{CdcHealth, CdcStatus};
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, operation_type, AppSchema, LiveExecutor, RequestAuth};
@@ -34,7 +34,7 @@ pub struct AppState {
     /// Runs graphql-transport-ws operations (subscriptions rendered once per selection).
     pub live: LiveExecutor,
     pub db: DatabaseConnection,
-    pub keys: Arc<TokenKeys>,
+    pub authenticator: Arc<Authenticator>,
     pub cdc: Arc<CdcStatus>,
     /// Reached and migrated, or why not yet.
     pub database: Arc<db::DatabaseStatus>,
@@ -230,14 +230,16 @@ async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> R
 }
 
 async fn serve_transport(socket: WebSocket, state: AppState) {
-    ws::serve(socket, state.live, state.keys, state.ws, state.shutdown).await;
+    ws::serve(socket, state.live, state.authenticator, state.ws, state.shutdown).await;
 }
 
 async fn serve_legacy(socket: WebSocket, state: AppState) {
     use async_graphql::http::{WebSocket as LegacyProtocol, WsMessage};
     use futures::{SinkExt, StreamExt};
 
-    let keys = state.keys.clone();
+    let authenticator = state.authenticator.clone();
+    // The login's expiry, once `connection_init` has been accepted.
+    let (login_tx, mut login) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
     let (mut sink, stream) = socket.split();
     let input = stream
         .take_while(|message| std::future::ready(matches!(message, Ok(m) if !matches!(m, Message::Close(_)))))
@@ -254,7 +256,8 @@ async fn serve_legacy(socket: WebSocket, state: AppState) {
         WebSocketProtocols::SubscriptionsTransportWS
     )
     .on_connection_init(move |payload| async move {
-        let caller = ws::connection_caller(&keys, &payload)?;
+        let caller = ws::connection_caller(&authenticator, &payload).await?;
+        login_tx.send_replace(Some(caller.deadline()));
         let mut data = Data::default();
         data.insert(RequestAuth::Authenticated(caller));
         Ok(data)
@@ -264,12 +267,28 @@ async fn serve_legacy(socket: WebSocket, state: AppState) {
         let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
     };
     tokio::pin!(shutting_down);
+    let login_expired = async move {
+        loop {
+            let deadline = *login.borrow_and_update();
+            match deadline {
+                Some(deadline) => return tokio::time::sleep_until(deadline).await,
+                None if login.changed().await.is_err() => return std::future::pending().await,
+                None => {}
+            }
+        }
+    };
+    tokio::pin!(login_expired);
     loop {
         let message = tokio::select! {
             message = output.next() => match message {
                 Some(message) => message,
                 None => return,
             },
+            () = &mut login_expired => {
+                let frame = CloseFrame { code: 4403, reason: "Forbidden: the token has expired".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
             _ = &mut shutting_down => {
                 let frame = CloseFrame { code: 1001, reason: "Server shutting down".into() };
                 let _ = sink.send(Message::Close(Some(frame))).await;
@@ -295,20 +314,22 @@ async fn serve_legacy(socket: WebSocket, state: AppState) {
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
-    let auth = request_auth(&state.keys, headers);
+    let auth = request_auth(&state.authenticator, headers).await;
     Json(state.schema.execute(request.data(auth)).await).into_response()
 }
 
 /// Authenticates the `Authorization` header, if any. A bad credential is kept
 /// (not dropped to anonymous) so resolvers can say exactly what is wrong.
-pub fn request_auth(keys: &TokenKeys, headers: &HeaderMap) -> RequestAuth {
-    match headers.get(header::AUTHORIZATION) {
-        None => RequestAuth::Anonymous,
-        Some(value) => match value.to_str().map(|v| keys.verify_header(v)) {
-            Ok(Ok(caller)) => RequestAuth::Authenticated(caller),
-            Ok(Err(reason)) => RequestAuth::Rejected(reason),
-            Err(_) => RequestAuth::Rejected(AuthError::MalformedHeader),
-        },
+pub async fn request_auth(authenticator: &Authenticator, headers: &HeaderMap) -> RequestAuth {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return RequestAuth::Anonymous;
+    };
+    let Ok(value) = value.to_str() else {
+        return RequestAuth::Rejected(AuthError::MalformedHeader);
+    };
+    match authenticator.authenticate_header(value).await {
+        Ok(caller) => RequestAuth::Authenticated(caller),
+        Err(reason) => RequestAuth::Rejected(reason),
     }
 }
 

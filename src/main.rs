@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ordercast::app::{shutdown_signal, Application};
-use ordercast::auth::TokenKeys;
+use ordercast::auth::DevelopmentTokens;
 use ordercast::config::{Cli, Command, PruneConfig, TokenConfig};
 use ordercast::{db, graphql, telemetry};
 use secrecy::ExposeSecret;
@@ -84,7 +84,15 @@ async fn prune(config: &PruneConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A development token. With a provider key configured a server would refuse it,
+/// so none is minted: sign in at the identity provider instead.
 async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
+    if config.auth.jwt_jwks_url.is_some() || config.auth.jwt_public_key_file.is_some() {
+        anyhow::bail!(
+            "ordercast token mints development (HS256) tokens, which a server with an identity provider's key \
+             refuses; sign in at the provider to get a token"
+        );
+    }
     db::probe(&config.database).await?;
     let pool = db::connect(&config.database).await.context("connecting to Postgres")?;
     let customer = match Uuid::parse_str(&config.customer) {
@@ -97,5 +105,5 @@ async fn mint_token(config: &TokenConfig) -> anyhow::Result<String> {
             config.customer
         )
     })?;
-    Ok(TokenKeys::new(config.auth.jwt_secret.expose_secret()).mint(customer.id, config.ttl()))
+    Ok(DevelopmentTokens::new(config.auth.jwt_secret.expose_secret()).mint(customer.id, config.ttl()))
 }

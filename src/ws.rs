@@ -1,8 +1,13 @@
 //! The graphql-transport-ws protocol (graphql-ws's PROTOCOL.md), implemented
 //! strictly, because clients rely on its close codes to decide whether to
-//! retry: 4400 invalid message, 4401 subscribe before ack, 4403 rejected
-//! credentials, 4406 unsupported subprotocol, 4408 no `connection_init` in time,
-//! 4409 duplicate operation id, 4429 a second `connection_init`, 1001 shutdown.
+//! retry: 4400 invalid message, 4401 subscribe before ack, 4403 rejected or
+//! expired credentials, 4406 unsupported subprotocol, 4408 no `connection_init` in time,
+//! 4409 duplicate operation id, 4429 a second `connection_init`, 1001 shutdown,
+//! 1013 credentials that cannot be checked right now (retry).
+//!
+//! A login lasts as long as its token: when it expires the server closes the
+//! socket with 4403, and the client reconnects with a fresh token and resumes
+//! its subscriptions from `afterVersion`.
 //!
 //! One task per connection multiplexes the client's messages, the results of
 //! its operations (each a stream of serialised payloads from
@@ -20,8 +25,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_stream::StreamMap;
 
-use crate::auth::{AuthError, Caller, TokenKeys};
-use crate::graphql::{LiveExecutor, Output};
+use crate::auth::{AuthError, Authenticator, Caller};
+use crate::domain::ErrorCode;
+use crate::graphql::{error_response_body, LiveExecutor, Output};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -90,7 +96,7 @@ type Operation = BoxStream<'static, Option<Output>>;
 pub async fn serve(
     mut socket: WebSocket,
     live: LiveExecutor,
-    keys: Arc<TokenKeys>,
+    authenticator: Arc<Authenticator>,
     settings: WsSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -98,6 +104,9 @@ pub async fn serve(
     let mut operations: StreamMap<String, Operation> = StreamMap::new();
     let init_deadline = tokio::time::sleep(settings.init_timeout);
     tokio::pin!(init_deadline);
+    // Reset to the token's expiry by `connection_init`.
+    let login_expiry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(login_expiry);
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + settings.keepalive, settings.keepalive);
     // Created once: a fresh `changed()` per loop turn would join and leave the
     // watch's waiter list, shared by every connection, on every message.
@@ -120,7 +129,12 @@ pub async fn serve(
                         break Close::new(4400, "Invalid message received");
                     }
                 };
-                match handle(message, &mut caller, &mut operations, &live, &keys) {
+                let was_anonymous = caller.is_none();
+                let handled = handle(message, &mut caller, &mut operations, &live, &authenticator).await;
+                if let (true, Some(login)) = (was_anonymous, caller) {
+                    login_expiry.as_mut().reset(login.deadline());
+                }
+                match handled {
                     Ok(Some(reply)) => {
                         if send(&mut socket, reply).await.is_err() {
                             return;
@@ -146,6 +160,17 @@ pub async fn serve(
             () = &mut init_deadline, if caller.is_none() => {
                 break Close::new(4408, "Connection initialisation timeout");
             }
+            () = &mut login_expiry, if caller.is_some() => {
+                // Each open operation hears why it ends before the socket closes.
+                let expired = expired_login_errors();
+                let open: Vec<String> = operations.keys().cloned().collect();
+                for id in open {
+                    if send_text(&mut socket, result_message(&id, &expired)).await.is_err() {
+                        return;
+                    }
+                }
+                break Close::new(4403, "Forbidden: the token has expired");
+            }
             _ = keepalive.tick() => {
                 if send(&mut socket, json!({ "type": "ping" })).await.is_err() {
                     return;
@@ -162,20 +187,27 @@ pub async fn serve(
 }
 
 /// Applies one client message; returns the reply to send, or why to close.
-fn handle(
+async fn handle(
     message: ClientMessage,
     caller: &mut Option<Caller>,
     operations: &mut StreamMap<String, Operation>,
     live: &LiveExecutor,
-    keys: &TokenKeys,
+    authenticator: &Authenticator,
 ) -> Result<Option<Value>, Close> {
     match message {
         ClientMessage::ConnectionInit { payload } => {
             if caller.is_some() {
                 return Err(Close::new(4429, "Too many initialisation requests"));
             }
-            let authenticated = connection_caller(keys, payload.as_ref().unwrap_or(&Value::Null))
-                .map_err(|_| Close::new(4403, "Forbidden"))?;
+            let authenticated = connection_caller(authenticator, payload.as_ref().unwrap_or(&Value::Null))
+                .await
+                .map_err(|reason| {
+                    if reason.is_unavailable() {
+                        Close::new(1013, reason.to_string())
+                    } else {
+                        Close::new(4403, "Forbidden")
+                    }
+                })?;
             *caller = Some(authenticated);
             Ok(Some(json!({ "type": "connection_ack" })))
         }
@@ -203,6 +235,12 @@ fn handle(
             Ok(None)
         }
     }
+}
+
+/// The `error` payload of operations still open when the login expires.
+fn expired_login_errors() -> Output {
+    let body = error_response_body(ErrorCode::Unauthenticated, &AuthError::Expired.to_string());
+    Output::Error(Arc::from(body["errors"].to_string()))
 }
 
 /// `error` for an operation that failed before producing any data (the
@@ -241,13 +279,13 @@ async fn send_text(socket: &mut WebSocket, message: String) -> Result<(), axum::
 /// Authenticates a WebSocket from its `connection_init` payload,
 /// `{"authorization": "Bearer <token>"}`. Without a valid token the
 /// connection is refused.
-pub fn connection_caller(keys: &TokenKeys, payload: &Value) -> Result<Caller, AuthError> {
+pub async fn connection_caller(authenticator: &Authenticator, payload: &Value) -> Result<Caller, AuthError> {
     let header = ["authorization", "Authorization"]
         .iter()
         .find_map(|key| payload.get(key))
         .and_then(Value::as_str)
         .ok_or(AuthError::Missing)?;
-    keys.verify_header(header)
+    authenticator.authenticate_header(header).await
 }
 
 #[cfg(test)]
@@ -288,14 +326,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_token_comes_from_the_init_payload() {
-        let keys = TokenKeys::new("secret");
+    #[tokio::test]
+    async fn the_token_comes_from_the_init_payload() {
+        let config = crate::config::AuthConfig::development("secret");
+        let authenticator = Authenticator::from_config(&config, Default::default()).unwrap();
         let customer = uuid::Uuid::now_v7();
-        let token = keys.mint(customer, Duration::from_secs(60));
-        let caller = connection_caller(&keys, &json!({ "authorization": format!("Bearer {token}") })).unwrap();
+        let token = crate::auth::DevelopmentTokens::new("secret").mint(customer, Duration::from_secs(60));
+        let payload = json!({ "authorization": format!("Bearer {token}") });
+        let caller = connection_caller(&authenticator, &payload).await.unwrap();
         assert_eq!(caller.customer_id, customer);
-        assert_eq!(connection_caller(&keys, &json!({})), Err(AuthError::Missing));
-        assert_eq!(connection_caller(&keys, &Value::Null), Err(AuthError::Missing));
+        assert_eq!(
+            connection_caller(&authenticator, &json!({})).await,
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            connection_caller(&authenticator, &Value::Null).await,
+            Err(AuthError::Missing)
+        );
     }
 }

@@ -36,6 +36,8 @@ impl Server {
         let log = std::fs::File::create(ctx.args.out_dir.join(format!("{name}.log")))?;
         let mut cmd = tokio::process::Command::new(&ctx.args.server_bin);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            // The bench signs in with development tokens.
+            .env("ORDERCAST_DEV", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -6,8 +6,11 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     #[sea_orm(unique)]
-    pub email: String,
+    pub email: Option<String>,
     pub display_name: String,
+    /// The identity provider's subject; `None` for development-only customers.
+    #[sea_orm(unique)]
+    pub external_subject: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

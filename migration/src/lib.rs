@@ -11,6 +11,7 @@ mod m20261125_000002_orders;
 mod m20261125_000003_order_versions;
 mod m20261126_000004_cheaper_version_records;
 mod m20261202_000005_bounded_history;
+mod m20261203_000006_provider_identity;
 
 /// Applies the ordercast schema in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_order_versions::Migration),
             Box::new(m20261126_000004_cheaper_version_records::Migration),
             Box::new(m20261202_000005_bounded_history::Migration),
+            Box::new(m20261203_000006_provider_identity::Migration),
         ]
     }
 }

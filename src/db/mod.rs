@@ -4,6 +4,7 @@
 mod catalog;
 mod errors;
 mod history;
+mod identity;
 mod orders;
 mod probe;
 mod seed;
@@ -17,6 +18,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 pub use catalog::{find_customer, find_customer_by_email, list_products, ProductPage};
 pub use errors::{classify, classify_commit, rule_error, violation, Violation};
 pub use history::{prune_forever, HistoryPruner, LockWait, PassOutcome, PruneReport, PRUNE_LOCK_KEY};
+pub use identity::{customer_of_subject, provision_customer, NewCustomerProfile};
 pub use orders::{
     add_item, cancel_order, create_order, find_order, list_orders, remove_item, reopen_order, schedule_order,
     set_item_quantity, OrderCursor, OrderPage,

@@ -31,7 +31,7 @@ pub const DEMO_PRODUCTS: [(&str, &str, i64, bool); 12] = [
 pub async fn seed(db: &DatabaseConnection) -> Result<(), DomainError> {
     let customers = DEMO_CUSTOMERS.iter().map(|(email, name)| customers::ActiveModel {
         id: Set(Uuid::now_v7()),
-        email: Set((*email).to_owned()),
+        email: Set(Some((*email).to_owned())),
         display_name: Set((*name).to_owned()),
         ..Default::default()
     });

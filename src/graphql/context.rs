@@ -12,9 +12,11 @@ pub enum RequestAuth {
 }
 
 impl RequestAuth {
-    /// The authenticated caller, or why there is none.
+    /// The authenticated caller, or why there is none. A login that expired
+    /// since the transport checked it (a long-lived socket) serves nothing more.
     pub fn caller(&self) -> Result<Caller, AuthError> {
         match self {
+            RequestAuth::Authenticated(caller) if caller.is_expired() => Err(AuthError::Expired),
             RequestAuth::Authenticated(caller) => Ok(*caller),
             RequestAuth::Anonymous => Err(AuthError::Missing),
             RequestAuth::Rejected(reason) => Err(reason.clone()),

@@ -61,8 +61,12 @@ fn assign_code(error: &mut ServerError) {
                     may_have_applied = Some(domain.may_have_applied());
                 }
                 domain.code()
-            } else if source.downcast_ref::<AuthError>().is_some() {
-                ErrorCode::Unauthenticated
+            } else if let Some(auth) = source.downcast_ref::<AuthError>() {
+                if auth.is_unavailable() {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::Unauthenticated
+                }
             } else {
                 tracing::error!(message = %error.message, "unclassified error reached the GraphQL boundary");
                 error.message = "internal error".to_owned();

@@ -167,8 +167,9 @@ impl Customer {
         ID(self.0.id.to_string())
     }
 
-    async fn email(&self) -> &str {
-        &self.0.email
+    /// Absent when the identity provider shared none, or the address belongs to another customer.
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
     }
 
     async fn display_name(&self) -> &str {

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use entity::OrderStatus;
 use futures::stream::{BoxStream, Stream, StreamExt};
@@ -170,7 +169,7 @@ fn follow(
     scope: Scope,
 ) -> impl Stream<Item = Result<Update, LiveError>> {
     async_stream::stream! {
-        let expiry = tokio::time::sleep_until(until(caller.expires_at));
+        let expiry = tokio::time::sleep_until(caller.deadline());
         tokio::pin!(expiry);
         let repair = Repair { db: &db, hub: &hub, caller };
         loop {
@@ -438,13 +437,10 @@ fn record_push_latency(version: &OrderVersion) {
     }
 }
 
-fn until(expires_at: SystemTime) -> tokio::time::Instant {
-    let left = expires_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-    tokio::time::Instant::now() + left
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
     use proptest::prelude::*;
 
     use super::*;

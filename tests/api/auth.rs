@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ordercast::auth::TokenKeys;
+use ordercast::auth::DevelopmentTokens;
 use serde_json::json;
 
 use crate::common::{error_code, spawn_app};
@@ -53,7 +53,7 @@ async fn missing_malformed_forged_and_expired_tokens_are_unauthenticated() {
     let app = spawn_app().await;
     let customer = app.new_customer().await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let forged = TokenKeys::new("not-the-server-secret").mint(customer, std::time::Duration::from_secs(600));
+    let forged = DevelopmentTokens::new("not-the-server-secret").mint(customer, std::time::Duration::from_secs(600));
     let expired = app.keys.mint_with_times(customer, now - 7200, now - 3600);
 
     let missing = app.graphql(None, "{ me { id } }", json!({})).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ordercast::app::Application;
-use ordercast::auth::TokenKeys;
+use ordercast::auth::DevelopmentTokens;
 use ordercast::config::{
     AuthConfig, CdcTopics, DatabaseConfig, DrainConfig, HistoryConfig, KafkaConfig, Limits, LiveConfig, ServeConfig,
     WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
@@ -48,7 +48,7 @@ pub fn serve_config() -> ServeConfig {
             database_url: database_url().parse().expect("DATABASE_URL is a postgres:// URL"),
             db_max_connections: 16,
         },
-        auth: AuthConfig::new(TEST_JWT_SECRET),
+        auth: AuthConfig::development(TEST_JWT_SECRET),
         kafka: KafkaConfig::new(kafka_brokers()),
         topics: CdcTopics::default(),
         limits: Limits::default(),
@@ -65,7 +65,7 @@ pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
     pub db: DatabaseConnection,
-    pub keys: TokenKeys,
+    pub keys: DevelopmentTokens,
     /// Dropping it (with the `TestApp`) shuts the instance down, as SIGTERM would.
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -103,7 +103,7 @@ pub async fn spawn_app_with(config: ServeConfig) -> TestApp {
         base_url,
         http,
         db,
-        keys: TokenKeys::new(TEST_JWT_SECRET),
+        keys: DevelopmentTokens::new(TEST_JWT_SECRET),
         shutdown: Some(shutdown),
     }
 }

@@ -32,6 +32,7 @@ pub fn serve_command(binary: &str) -> Command {
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", database_url())
         .env("KAFKA_BROKERS", kafka_brokers())
+        .env("ORDERCAST_DEV", "1")
         .env("ORDERCAST_JWT_SECRET", TEST_JWT_SECRET)
         .env("RUST_LOG", "info,sqlx=warn,sea_orm=warn,rdkafka=warn");
     command

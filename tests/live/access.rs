@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ordercast::auth::TokenKeys;
+use ordercast::auth::DevelopmentTokens;
 use uuid::Uuid;
 
 use crate::common::spawn_app;
@@ -55,7 +55,7 @@ async fn bad_forged_and_expired_tokens_are_refused_at_connection_init() {
     let app = spawn_app().await;
     let customer = app.new_customer().await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let forged = TokenKeys::new("not-the-server-secret").mint(customer, Duration::from_secs(600));
+    let forged = DevelopmentTokens::new("not-the-server-secret").mint(customer, Duration::from_secs(600));
     let expired = app.keys.mint_with_times(customer, now - 7200, now - 3600);
 
     for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {

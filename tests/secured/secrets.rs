@@ -14,6 +14,7 @@ const SASL_FLAG_PASSWORD: &str = "sasl-flag-secret-7a6f1b";
 fn with_secrets(command: &mut Command) -> &mut Command {
     command
         .env("DATABASE_URL", database_url_with_password(DB_PASSWORD))
+        .env("ORDERCAST_DEV", "1")
         .env("ORDERCAST_JWT_SECRET", JWT_SECRET)
         .env("KAFKA_BROKERS", secured_brokers())
         .env("ORDERCAST_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
