@@ -1,7 +1,8 @@
 // The GraphiQL playground on `/` in headless Chromium (Debian's, driven by
 // playwright-core): everything it loads comes from ordercast itself, a query
-// runs over HTTP with the headers editor's Authorization, and a subscription
-// runs over WebSocket with the same token in connection_init.
+// runs over HTTP with the headers editor's Authorization, a subscription runs
+// over WebSocket with the same token in connection_init, and a `#token=` link
+// (as `make run` prints) opens it signed in.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -91,7 +92,7 @@ const RESULT = '.graphiql-response';
 async function setOperation(text, name) {
   await replaceEditorText(QUERY_EDITOR, text);
   await page.waitForFunction(
-    (name) => document.querySelector('.graphiql-tab-active .graphiql-tab-button, .graphiql-tab-button')?.textContent.trim() === name,
+    (name) => document.querySelector('.graphiql-tab-active .graphiql-tab-button')?.textContent.trim() === name,
     name,
     { timeout: 5000, polling: 50 },
   );
@@ -176,6 +177,38 @@ test('GraphiQL loads the schema (docs and autocompletion need introspection)', {
       assert.fail(`the documentation explorer shows no schema: ${text.slice(0, 300)}`);
     });
   await page.click('button[aria-label="Hide Documentation Explorer"]');
+});
+
+test('a #token= link opens GraphiQL signed in, over persisted headers, and the address bar drops the token', { timeout: 60000 }, async () => {
+  // An earlier session persisted headers whose token has since expired.
+  await page.evaluate(() => {
+    localStorage.setItem('graphiql:shouldPersistHeaders', 'true');
+    localStorage.setItem('graphiql:headers', JSON.stringify({ Authorization: 'Bearer expired' }));
+  });
+  await page.goto('about:blank'); // so the link is a new load, not a same-document navigation
+  const response = await page.goto(`${baseUrl}/#token=${token}`, { waitUntil: 'load' });
+  assert.equal(response.status(), 200);
+  await page.waitForSelector(`${QUERY_EDITOR} .CodeMirror`, { timeout: 30000 });
+  assert.equal(page.url(), `${baseUrl}/`);
+  assert.equal(await page.evaluate(() => window.location.href), `${baseUrl}/`);
+
+  await setOperation('{ me { email } }', '<untitled>');
+  await page.click('.graphiql-execute-button');
+  await resultContains(`"email": "${email}"`);
+  assert.deepEqual(JSON.parse(await editorText(HEADERS_EDITOR)), { Authorization: `Bearer ${token}` });
+});
+
+test('a #token= link pasted into an open GraphiQL signs it in too', { timeout: 60000 }, async () => {
+  await replaceEditorText(HEADERS_EDITOR, '{}');
+  // Only the fragment differs from the open page: no new load by itself.
+  await page.goto(`${baseUrl}/#token=${token}`);
+  await page.waitForFunction(
+    ({ selector, token }) => document.querySelector(selector)?.CodeMirror?.getValue().includes(token),
+    { selector: `${HEADERS_EDITOR} .CodeMirror`, token },
+    { timeout: 30000, polling: 100 },
+  );
+  assert.equal(await page.evaluate(() => window.location.href), `${baseUrl}/`);
+  assert.equal(page.url(), `${baseUrl}/`);
 });
 
 test('the page needed nothing from another host and logged no errors', () => {

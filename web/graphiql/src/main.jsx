@@ -8,12 +8,16 @@ import 'graphiql/style.css';
 
 const DEFAULT_QUERY = `# ordercast GraphiQL, served by ordercast (works offline).
 #
+# \`make run\` prints a link that opens this playground
+# signed in as alice@example.com. Another customer:
+#
 # 1. Mint a development token:
-#      ordercast token --customer alice@example.com
+#      ordercast token --customer bob@example.com
 #    or, in a checkout:
-#      cargo run -q -- token --customer alice@example.com
+#      cargo run -q -- token --customer bob@example.com
 # 2. Paste it into the Headers tab below:
 #      {"Authorization": "Bearer <token>"}
+#    (or open this page as /#token=<token>).
 #    Subscriptions use it too: the WebSocket sends it in
 #    connection_init as {"authorization": "Bearer <token>"}.
 # 3. Run with Ctrl-Enter or the run button.
@@ -67,6 +71,31 @@ const DEFAULT_HEADERS = `{
   "Authorization": "Bearer <paste a token from: ordercast token --customer alice@example.com>"
 }`;
 
+/** The token of a `#token=<JWT>` link (which `make run` prints), or null. */
+const linkToken = () => new URLSearchParams(window.location.hash.slice(1)).get('token');
+
+/**
+ * The headers of a link's token, or undefined. A fragment never reaches the
+ * server; it is taken off the address bar at once, so the token stays out of
+ * history and bookmarks.
+ */
+function headersFromLink() {
+  const token = linkToken();
+  if (token === null) return undefined;
+  window.history.replaceState(window.history.state, '', window.location.pathname + window.location.search);
+  return token ? JSON.stringify({ Authorization: `Bearer ${token}` }, null, 2) : undefined;
+}
+
+// Overrides whatever headers GraphiQL kept in localStorage; without a link,
+// the persisted headers or DEFAULT_HEADERS, as before.
+const linkHeaders = headersFromLink();
+
+// A link pasted into an open playground only changes the fragment (no new
+// load): reload, so it is taken like one opened afresh.
+window.addEventListener('hashchange', () => {
+  if (linkToken() !== null) window.location.reload();
+});
+
 const httpUrl = new URL('/graphql', window.location.href).href;
 const wsUrl = httpUrl.replace(/^http/, 'ws');
 
@@ -118,6 +147,7 @@ createRoot(document.getElementById('graphiql')).render(
     fetcher={fetcher}
     defaultQuery={DEFAULT_QUERY}
     defaultHeaders={DEFAULT_HEADERS}
+    headers={linkHeaders}
     defaultEditorToolsVisibility="headers"
     isHeadersEditorEnabled
   >
