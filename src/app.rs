@@ -53,8 +53,10 @@ impl Application {
             .await
             .context("opening the Postgres pool")?;
         let authenticator = Arc::new(Authenticator::from_config(&config.auth, pool.clone())?);
-        if authenticator.is_development() {
-            tracing::warn!(keys = %authenticator.description, "development run: never expose it to real users");
+        if authenticator.is_development() && config.auth.is_development_secret() {
+            tracing::warn!(keys = %authenticator.description, "development run (--dev) with the secret published in the repository: never expose it to real users");
+        } else if authenticator.is_development() {
+            tracing::info!(keys = %authenticator.description, "development run (--dev)");
         } else {
             tracing::info!(keys = %authenticator.description, "verifying tokens");
             tokio::spawn({

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The local stack's database; `make stack` creates it.
@@ -196,7 +197,7 @@ impl Default for DatabaseConfig {
 pub struct AuthConfig {
     /// A development run: accept HS256 tokens signed with the development secret
     /// (`make run`, the tests and the bench set it). Never set it in production.
-    #[arg(long = "dev", env = "ORDERCAST_DEV")]
+    #[arg(long = "dev", env = "ORDERCAST_DEV", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub dev: bool,
     /// HS256 secret of development tokens (`ordercast token`); used only by development runs.
     #[arg(long, env = "ORDERCAST_JWT_SECRET", default_value = DEVELOPMENT_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
@@ -228,7 +229,7 @@ pub struct AuthConfig {
     pub jwt_customer_claim: String,
     /// Create the customer of a provider subject on its first valid token (email and
     /// name from the `email` and `name` claims). Without it an unknown subject is refused.
-    #[arg(long, env = "ORDERCAST_JWT_PROVISION")]
+    #[arg(long, env = "ORDERCAST_JWT_PROVISION", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub jwt_provision: bool,
 }
 

@@ -156,7 +156,7 @@ impl Authenticator {
                 } else {
                     "ORDERCAST_JWT_SECRET"
                 };
-                let description = format!("development run: HS256 tokens signed with {which}");
+                let description = format!("HS256 development tokens signed with {which}");
                 return Ok(Self {
                     verifier: Verifier::new(KeySet::Secret(DecodingKey::from_secret(secret)), rules),
                     identity: Identity::CustomerId,

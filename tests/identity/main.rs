@@ -1,4 +1,4 @@
-//! Identity from a real identity provider's keys: RS256 and ES256 tokens from a
+//! Identity from a real identity provider's keys: RS256, ES256 and EdDSA tokens from a
 //! JWKS served over HTTP (cached, rotated, never hammered), issuer, audience and
 //! time checks, the attacks a token can try, claims mapped to customers and
 //! provisioned once across instances, socket logins that expire with 4403, and

@@ -39,7 +39,7 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Serves the JWKS of the fixture keys `kids` (`rsa-1`, `rsa-2`, `ec-1`).
+    /// Serves the JWKS of the fixture keys `kids` (`rsa-1`, `rsa-2`, `ec-1`, `ed-1`).
     pub async fn start(kids: &[&'static str], max_age_secs: u64) -> Provider {
         let shared = Shared {
             published: Arc::new(Mutex::new(Published {
@@ -94,11 +94,13 @@ pub fn claims(subject: &str) -> Value {
     json!({ "sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now(), "exp": now() + 600 })
 }
 
-/// `claims` signed by fixture key `kid` with its algorithm (RS256 or ES256), `kid` in the header.
+/// `claims` signed by fixture key `kid` with its algorithm (RS256, ES256 or EdDSA), `kid` in the header.
 pub fn sign(kid: &str, claims: &Value) -> String {
     let pem = std::fs::read(fixture(&format!("{kid}.key.pem"))).unwrap();
     let (algorithm, key) = if kid.starts_with("ec") {
         (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap())
+    } else if kid.starts_with("ed") {
+        (Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem).unwrap())
     } else {
         (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap())
     };

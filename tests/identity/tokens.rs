@@ -36,10 +36,10 @@ async fn assert_refused(app: &TestApp, what: &str, token: &str, reason: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rs256_and_es256_tokens_from_the_jwks_sign_in_over_http_and_websocket() {
-    let provider = Provider::start(&["rsa-1", "ec-1"], 300).await;
+async fn rs256_es256_and_eddsa_tokens_from_the_jwks_sign_in_over_http_and_websocket() {
+    let provider = Provider::start(&["rsa-1", "ec-1", "ed-1"], 300).await;
     let app = spawn_with_auth(provider_auth(&provider)).await;
-    for kid in ["rsa-1", "ec-1"] {
+    for kid in ["rsa-1", "ec-1", "ed-1"] {
         let subject = unique("provider|user");
         let token = sign(kid, &claims(&subject));
         let response = me(&app, &token).await;
