@@ -1,7 +1,8 @@
 //! `ordercast-bench`: measures ordercast on the real stack (Postgres, Debezium, Kafka).
 //!
 //! The tool starts the ordercast instances it measures (`ordercast serve`) and always stops
-//! them (also on error and Ctrl-C). Scenarios: `latency`, `writes`, `fanout`, `connections`
+//! them (also on error and Ctrl-C). Scenarios: `latency`, `writes`, `fanout`, `connections`,
+//! `footprint`, `events`
 //! (see BENCHMARKS.md). Each writes `<out-dir>/<scenario>.json` and adds rows to the table
 //! printed at the end.
 
@@ -19,7 +20,9 @@ use clap::{ArgAction, Parser};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::scenarios::{connections, fanout, footprint, latency, parse_fanout_case, warm_up, writes, FanoutCase};
+use crate::scenarios::{
+    connections, events, fanout, footprint, latency, parse_fanout_case, warm_up, writes, FanoutCase,
+};
 use crate::server::{mint_token, Server};
 
 #[derive(Parser, Debug, Clone)]
@@ -28,7 +31,8 @@ struct Args {
     /// Run every scenario for a few seconds only (smoke check).
     #[arg(long, env = "ORDERCAST_BENCH_QUICK", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     quick: bool,
-    /// Scenarios to run, in order (also: footprint, the CDC cost of one write).
+    /// Scenarios to run, in order (also: footprint, the CDC cost of one write; events, the
+    /// commit-to-event latency on ordercast.order-events at 200 writes/s).
     #[arg(long, value_delimiter = ',', default_value = "latency,writes,fanout,connections")]
     scenarios: Vec<String>,
     /// The ordercast binary to start.
@@ -182,6 +186,7 @@ async fn run(args: Args) -> Result<()> {
             "fanout" => fanout(&mut ctx, &s1, &s2).await?,
             "connections" => connections(&mut ctx, &s1).await?,
             "footprint" => footprint(&mut ctx, &s1).await?,
+            "events" => events(&mut ctx, &s1).await?,
             other => bail!("unknown scenario {other}"),
         };
         let report = json!({

@@ -12,6 +12,7 @@ mod m20261125_000003_order_versions;
 mod m20261126_000004_cheaper_version_records;
 mod m20261202_000005_bounded_history;
 mod m20261203_000006_provider_identity;
+mod m20261203_000007_order_events;
 
 /// Applies the ordercast schema in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_cheaper_version_records::Migration),
             Box::new(m20261202_000005_bounded_history::Migration),
             Box::new(m20261203_000006_provider_identity::Migration),
+            Box::new(m20261203_000007_order_events::Migration),
         ]
     }
 }
