@@ -59,6 +59,7 @@ fn client_config(config: &Config) -> ClientConfig {
 /// retry cannot fix (an event this version of the service cannot read).
 pub async fn run(config: &Config, store: PointsStore) -> anyhow::Result<()> {
     let consumer: StreamConsumer<GroupLog> = client_config(config).create_with_context(GroupLog)?;
+    wait_for_topic(&consumer, &config.topic).await?;
     if config.from_beginning {
         rewind(&consumer, &config.topic).await?;
     }
@@ -100,6 +101,30 @@ pub async fn run(config: &Config, store: PointsStore) -> anyhow::Result<()> {
     consumer.commit_consumer_state(CommitMode::Sync).ok();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Debezium creates the topic with the first event; a group subscribed before
+/// that would only notice it at the next metadata refresh (minutes later).
+async fn wait_for_topic(consumer: &StreamConsumer<GroupLog>, topic: &str) -> anyhow::Result<()> {
+    let mut said = false;
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        if metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && !t.partitions().is_empty())
+        {
+            return Ok(());
+        }
+        if !said {
+            tracing::info!(
+                topic,
+                "waiting for the topic: Debezium creates it with the first order event"
+            );
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A database failure is retried until it succeeds: skipping the event would lose points.

@@ -131,6 +131,7 @@ impl Shop {
         ordercast::db::migrate(&database)
             .await
             .expect("ordercast's schema is in place");
+        ensure_topic().await;
         let db = PgPool::connect(&database_url()).await.unwrap();
         let mut ids = Vec::new();
         for _ in 0..customers {
@@ -248,6 +249,20 @@ impl Shop {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Creates the events topic as Debezium would (3 partitions, the stack's default) if no event
+/// has created it yet, so that replicas have partitions to share from the start.
+async fn ensure_topic() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1));
+    // "already exists" is the usual answer; anything else shows up as a test that never converges.
+    let _ = admin.create_topics([&topic], &AdminOptions::new()).await;
 }
 
 /// Waits until `group` has committed offsets at the end of every partition of the topic.
