@@ -637,6 +637,10 @@ pub struct WebSocketConfig {
     /// Seconds between server pings on an idle WebSocket, so proxies keep it open.
     #[arg(long, env = "ORDERCAST_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
+    /// Operations (subscriptions, queries, mutations) one WebSocket may run at once; the next
+    /// `subscribe` gets an `error` with `LIMIT_EXCEEDED` until one completes.
+    #[arg(long, env = "ORDERCAST_WS_MAX_OPERATIONS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_max_operations: u64,
 }
 
 impl WebSocketConfig {
@@ -654,6 +658,7 @@ impl Default for WebSocketConfig {
         Self {
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,
+            ws_max_operations: 100,
         }
     }
 }

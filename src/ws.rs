@@ -11,19 +11,20 @@
 //!
 //! One task per connection multiplexes the client's messages, the results of
 //! its operations (each a stream of serialised payloads from
-//! `graphql::LiveExecutor`) and a keep-alive ping. While
+//! `graphql::LiveExecutor`, at most `max_operations` at once: the next
+//! `subscribe` gets an `error` with `LIMIT_EXCEEDED`) and a keep-alive ping. While
 //! the socket cannot take more, no operation is polled, so a slow client backs
 //! up into its own hub queues and is resynced there; nobody else waits.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, AbortHandle, Abortable, BoxStream, SelectAll, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use tokio_stream::StreamMap;
 
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::domain::ErrorCode;
@@ -39,6 +40,8 @@ pub struct WsSettings {
     pub init_timeout: Duration,
     /// Interval of server pings on an otherwise idle connection.
     pub keepalive: Duration,
+    /// Operations one connection may have running at once.
+    pub max_operations: usize,
 }
 
 impl From<&crate::config::WebSocketConfig> for WsSettings {
@@ -46,6 +49,7 @@ impl From<&crate::config::WebSocketConfig> for WsSettings {
         WsSettings {
             init_timeout: config.init_timeout(),
             keepalive: config.keepalive(),
+            max_operations: usize::try_from(config.ws_max_operations).unwrap_or(usize::MAX),
         }
     }
 }
@@ -89,8 +93,31 @@ enum ClientMessage {
     },
 }
 
-/// An operation's output: a result, or the end of its stream.
-type Operation = BoxStream<'static, Option<Output>>;
+/// An operation's outputs, tagged with its id: a result, or `None` at the end of its stream.
+type Operation = BoxStream<'static, (String, Option<Output>)>;
+
+/// The running operations of one connection. `SelectAll` polls only the
+/// streams that woke, however many there are; each stream can be stopped
+/// through its abort handle (a `complete` from the client, or an `error`).
+#[derive(Default)]
+struct Operations {
+    streams: SelectAll<Abortable<Operation>>,
+    running: HashMap<String, AbortHandle>,
+}
+
+impl Operations {
+    fn insert(&mut self, id: String, operation: Operation) {
+        let (handle, registration) = AbortHandle::new_pair();
+        self.running.insert(id, handle);
+        self.streams.push(Abortable::new(operation, registration));
+    }
+
+    fn stop(&mut self, id: &str) {
+        if let Some(handle) = self.running.remove(id) {
+            handle.abort();
+        }
+    }
+}
 
 /// Serves one graphql-transport-ws connection until it closes.
 pub async fn serve(
@@ -101,7 +128,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut caller: Option<Caller> = None;
-    let mut operations: StreamMap<String, Operation> = StreamMap::new();
+    let mut operations = Operations::default();
     let init_deadline = tokio::time::sleep(settings.init_timeout);
     tokio::pin!(init_deadline);
     // Reset to the token's expiry by `connection_init`.
@@ -130,7 +157,7 @@ pub async fn serve(
                     }
                 };
                 let was_anonymous = caller.is_none();
-                let handled = handle(message, &mut caller, &mut operations, &live, &authenticator).await;
+                let handled = handle(message, &mut caller, &mut operations, &live, &authenticator, &settings).await;
                 if let (true, Some(login)) = (was_anonymous, caller) {
                     login_expiry.as_mut().reset(login.deadline());
                 }
@@ -144,14 +171,14 @@ pub async fn serve(
                     Err(close) => break close,
                 }
             }
-            Some((id, output)) = operations.next(), if !operations.is_empty() => {
+            Some((id, output)) = operations.streams.next(), if !operations.running.is_empty() => {
                 let reply = match &output {
                     Some(output) => result_message(&id, output),
                     None => json!({ "id": id, "type": "complete" }).to_string(),
                 };
                 if !matches!(output, Some(Output::Next(_))) {
                     // `error` ends the operation; no `complete` follows it.
-                    operations.remove(&id);
+                    operations.stop(&id);
                 }
                 if send_text(&mut socket, reply).await.is_err() {
                     return;
@@ -163,7 +190,7 @@ pub async fn serve(
             () = &mut login_expiry, if caller.is_some() => {
                 // Each open operation hears why it ends before the socket closes.
                 let expired = expired_login_errors();
-                let open: Vec<String> = operations.keys().cloned().collect();
+                let open: Vec<String> = operations.running.keys().cloned().collect();
                 for id in open {
                     if send_text(&mut socket, result_message(&id, &expired)).await.is_err() {
                         return;
@@ -190,9 +217,10 @@ pub async fn serve(
 async fn handle(
     message: ClientMessage,
     caller: &mut Option<Caller>,
-    operations: &mut StreamMap<String, Operation>,
+    operations: &mut Operations,
     live: &LiveExecutor,
     authenticator: &Authenticator,
+    settings: &WsSettings,
 ) -> Result<Option<Value>, Close> {
     match message {
         ClientMessage::ConnectionInit { payload } => {
@@ -220,18 +248,28 @@ async fn handle(
             let Some(caller) = *caller else {
                 return Err(Close::new(4401, "Unauthorized"));
             };
-            if operations.contains_key(&id) {
+            if operations.running.contains_key(&id) {
                 return Err(Close::new(4409, format!("Subscriber for {id} already exists")));
             }
+            if operations.running.len() >= settings.max_operations {
+                let message = format!(
+                    "this connection already runs {} operations, the most it may; complete one first",
+                    settings.max_operations
+                );
+                let errors = error_response_body(ErrorCode::LimitExceeded, &message)["errors"].take();
+                return Ok(Some(json!({ "id": id, "type": "error", "payload": errors })));
+            }
+            let tag = id.clone();
             let results = live
                 .execute(*payload, caller)
                 .map(Some)
-                .chain(stream::once(async { None }));
+                .chain(stream::once(async { None }))
+                .map(move |output| (tag.clone(), output));
             operations.insert(id, results.boxed());
             Ok(None)
         }
         ClientMessage::Complete { id } => {
-            operations.remove(&id);
+            operations.stop(&id);
             Ok(None)
         }
     }

@@ -15,11 +15,13 @@ pub enum ErrorCode {
     /// Retryable: overload, a lost database connection, a transaction Postgres aborted.
     /// The message (and `extensions.mayHaveApplied`) says whether the change may have been applied.
     Unavailable,
+    /// A per-connection or per-customer limit was reached; the message names it.
+    LimitExceeded,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -29,6 +31,7 @@ impl ErrorCode {
         ErrorCode::VersionConflict,
         ErrorCode::ProductUnavailable,
         ErrorCode::Unavailable,
+        ErrorCode::LimitExceeded,
         ErrorCode::Internal,
     ];
 
@@ -43,6 +46,7 @@ impl ErrorCode {
             ErrorCode::VersionConflict => "VERSION_CONFLICT",
             ErrorCode::ProductUnavailable => "PRODUCT_UNAVAILABLE",
             ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -195,3 +195,63 @@ async fn ping_pong_operations_errors_and_complete() {
         "nothing from the completed operation, no echo"
     );
 }
+
+#[tokio::test]
+async fn a_connection_runs_at_most_its_operation_limit_and_keeps_serving() {
+    let mut config = serve_config();
+    config.websocket.ws_max_operations = 3;
+    let app = spawn_app_with(config).await;
+    let token = app.token(app.new_customer().await);
+    let order = app.new_order(&token).await;
+    let mut socket = acked_as(&app, &token).await;
+    let subscription = json!({ "query": "subscription($o: ID!) { orderUpdates(orderId: $o) { version } }", "variables": { "o": order } });
+    for id in ["a", "b", "c"] {
+        send(
+            &mut socket,
+            json!({ "type": "subscribe", "id": id, "payload": subscription }),
+        )
+        .await;
+        let snapshot = next(&mut socket).await.unwrap();
+        assert_eq!(
+            (snapshot["type"].as_str(), snapshot["id"].as_str()),
+            (Some("next"), Some(id)),
+            "{snapshot}"
+        );
+    }
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "d", "payload": subscription }),
+    )
+    .await;
+    let refused = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some("d")),
+        "{refused}"
+    );
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+
+    // Completing one makes room; the socket was never closed.
+    send(&mut socket, json!({ "type": "complete", "id": "a" })).await;
+    send(
+        &mut socket,
+        json!({ "type": "subscribe", "id": "d", "payload": subscription }),
+    )
+    .await;
+    let admitted = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (admitted["type"].as_str(), admitted["id"].as_str()),
+        (Some("next"), Some("d")),
+        "{admitted}"
+    );
+    // Every running subscription still gets the change, exactly once.
+    cancel(&app, &token, &order).await;
+    let mut updated = Vec::new();
+    for _ in 0..3 {
+        let update = next(&mut socket).await.unwrap();
+        assert_eq!(update["type"], "next", "{update}");
+        updated.push(update["id"].as_str().unwrap().to_owned());
+    }
+    updated.sort();
+    assert_eq!(updated, ["b", "c", "d"]);
+}
