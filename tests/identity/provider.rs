@@ -96,10 +96,15 @@ pub fn claims(subject: &str) -> Value {
 
 /// `claims` signed by fixture key `kid` with its algorithm (RS256, ES256 or EdDSA), `kid` in the header.
 pub fn sign(kid: &str, claims: &Value) -> String {
-    let pem = std::fs::read(fixture(&format!("{kid}.key.pem"))).unwrap();
-    let (algorithm, key) = if kid.starts_with("ec") {
+    sign_as(kid, kid, claims)
+}
+
+/// `claims` signed by fixture key `key` but naming `kid` in the header: a forgery, or a made-up key id.
+pub fn sign_as(key: &str, kid: &str, claims: &Value) -> String {
+    let pem = std::fs::read(fixture(&format!("{key}.key.pem"))).unwrap();
+    let (algorithm, key) = if key.starts_with("ec") {
         (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).unwrap())
-    } else if kid.starts_with("ed") {
+    } else if key.starts_with("ed") {
         (Algorithm::EdDSA, EncodingKey::from_ed_pem(&pem).unwrap())
     } else {
         (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).unwrap())

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::common::ws::{ConnectError, ConnectOptions, Protocol, WsClient};
 use crate::common::{error_code, unique, TestApp};
-use crate::provider::{self, claims, hs256_with_public_key, now, sign, unsigned, Provider};
+use crate::provider::{self, claims, hs256_with_public_key, now, sign, sign_as, unsigned, Provider};
 use crate::{me, provider_auth, spawn_with_auth};
 
 /// HTTP answers UNAUTHENTICATED with `reason` in the message; both WebSocket protocols refuse the login.
@@ -125,11 +125,7 @@ async fn every_forged_misdirected_or_stale_token_is_unauthenticated_with_its_rea
     }
 
     // A token signed by another key with the right `kid` fails on its signature.
-    let pem = std::fs::read(provider::fixture("rsa-2.key.pem")).unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rsa-1".to_owned());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
-    let forged = jsonwebtoken::encode(&header, &claims(&subject), &key).unwrap();
+    let forged = sign_as("rsa-2", "rsa-1", &claims(&subject));
     assert_refused(&app, "signed by another key", &forged, "signature").await;
 }
 
@@ -171,15 +167,7 @@ async fn tokens_with_made_up_kids_cannot_hammer_the_provider() {
         .is_none());
     let before = provider.fetches();
     let attacks = (0..50).map(|i| {
-        let pem = std::fs::read(provider::fixture("rsa-2.key.pem")).unwrap();
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some(format!("made-up-{i}"));
-        let token = jsonwebtoken::encode(
-            &header,
-            &claims("x"),
-            &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
-        )
-        .unwrap();
+        let token = sign_as("rsa-2", &format!("made-up-{i}"), &claims("x"));
         let app = &app;
         async move { error_code(&me(app, &token).await).map(str::to_owned) }
     });
