@@ -10,6 +10,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
 use crate::points::{Applied, OrderEvent, PointsStore, SCHEMA_VERSION};
@@ -65,11 +66,13 @@ pub async fn run(config: &Config, store: PointsStore) -> anyhow::Result<()> {
     }
     consumer.subscribe(&[&config.topic])?;
     tracing::info!(topic = %config.topic, group = %config.group, "consuming order events");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Registered once: a fresh signal listener per message would be set up on every turn.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let message = tokio::select! {
             message = consumer.recv() => message,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         };
         let message = match message {
