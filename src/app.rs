@@ -15,16 +15,19 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::cdc::{self, CdcConfig, CdcStatus};
 use crate::config::{DrainConfig, ServeConfig};
+use crate::domain::WriteBudgets;
 use crate::graphql::LiveExecutor;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, RequestLimits};
 use crate::live::{self, Hub};
+use crate::server::ListenerSettings;
 use crate::ws::WsSettings;
-use crate::{db, graphql, telemetry};
+use crate::{db, graphql, server, telemetry};
 
 /// A bound, ready-to-run instance.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    listener_settings: ListenerSettings,
     local_addr: SocketAddr,
     hub: Arc<Hub>,
     cdc_status: Arc<CdcStatus>,
@@ -74,8 +77,15 @@ impl Application {
 
         let (shutdown, shutdown_watch) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
-        let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits);
-        let live = LiveExecutor::new(schema.clone(), pool.clone(), hub.clone(), config.live.render_cache);
+        let budgets = Arc::new(WriteBudgets::new(&config.rates));
+        tokio::spawn(forget_idle_budgets(budgets.clone()));
+        let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits, budgets);
+        let live = LiveExecutor::new(
+            schema.clone(),
+            pool.clone(),
+            hub.clone(),
+            config.live.render_cache_bytes,
+        );
         let state = AppState {
             schema,
             live,
@@ -84,6 +94,7 @@ impl Application {
             cdc: cdc_status.clone(),
             database: database.clone(),
             max_body_bytes: config.limits.max_body_bytes,
+            requests: RequestLimits::from(&config.http),
             ws: WsSettings::from(&config.websocket),
             draining: draining.clone(),
             shutdown: shutdown_watch,
@@ -96,6 +107,7 @@ impl Application {
         Ok(Self {
             listener,
             router,
+            listener_settings: ListenerSettings::from(&config.http),
             local_addr,
             hub,
             cdc_status,
@@ -132,43 +144,30 @@ impl Application {
     /// once, the listener stays open for the configured delay (load balancers
     /// notice), then closes; in-flight requests get the configured deadline to
     /// finish; then every WebSocket is closed with 1001.
-    pub async fn run_until(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
-        // Small frames (live updates) must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(listener, self.router).with_graceful_shutdown(async {
+        let serve = server::serve(self.listener, self.router, self.listener_settings, async {
             let _ = stopped.await;
         });
-        let mut serve = Box::pin(std::future::IntoFuture::into_future(serve));
-        let served = async {
+        let mut serve = Box::pin(serve);
+        async {
             tokio::select! {
-                served = &mut serve => return served,
+                () = &mut serve => return,
                 () = shutdown => {}
             }
             self.draining.store(true, Ordering::Release);
             tracing::info!(delay = ?self.drain.delay(), "draining: /readyz answers 503");
             tokio::select! {
-                served = &mut serve => return served,
+                () = &mut serve => return,
                 () = tokio::time::sleep(self.drain.delay()) => {}
             }
             let _ = stop_accepting.send(());
-            tokio::time::timeout(self.drain.timeout(), &mut serve)
-                .await
-                .unwrap_or_else(|_| {
-                    tracing::warn!(
-                        deadline = ?self.drain.timeout(),
-                        "in-flight requests did not finish within the shutdown deadline; they end with the process"
-                    );
-                    Ok(())
-                })
+            if tokio::time::timeout(self.drain.timeout(), &mut serve).await.is_err() {
+                tracing::warn!(
+                    deadline = ?self.drain.timeout(),
+                    "in-flight requests did not finish within the shutdown deadline; they end with the process"
+                );
+            }
         }
         .await;
         // Dropping the server drops the router, and with it every receiver but the sockets'.
@@ -181,7 +180,15 @@ impl Application {
         {
             tracing::warn!("some WebSockets did not close within 2 s of the shutdown");
         }
-        served.context("serving HTTP")
+    }
+}
+
+/// Keeps the budgets' memory to the customers who wrote in the last minute.
+async fn forget_idle_budgets(budgets: Arc<WriteBudgets>) {
+    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every_minute.tick().await;
+        budgets.forget_idle();
     }
 }
 

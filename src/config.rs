@@ -438,6 +438,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
+    pub http: HttpConfig,
+    #[command(flatten)]
+    pub rates: RateLimits,
+    #[command(flatten)]
     pub live: LiveConfig,
     #[command(flatten)]
     pub websocket: WebSocketConfig,
@@ -557,6 +561,57 @@ impl Default for Limits {
     }
 }
 
+/// The listener and the request path: what an instance admits, and how long it waits.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Open connections (WebSockets included) one instance accepts; the next is answered
+    /// 503 with `Retry-After` and closed. Keep it below the process's file descriptor limit.
+    #[arg(long, env = "ORDERCAST_HTTP_MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+    /// How long a client may take to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "ORDERCAST_HTTP_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub http_header_read_timeout: Duration,
+    /// How long one GraphQL request over HTTP may take before it is answered `UNAVAILABLE`.
+    #[arg(long, env = "ORDERCAST_HTTP_REQUEST_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
+    pub http_request_timeout: Duration,
+    /// GraphQL requests over HTTP served at once; beyond it requests are refused at once
+    /// with `UNAVAILABLE` and `Retry-After` instead of queueing for a database connection.
+    #[arg(long, env = "ORDERCAST_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_concurrent_requests: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            http_max_connections: 20_000,
+            http_header_read_timeout: Duration::from_secs(5),
+            http_request_timeout: Duration::from_secs(15),
+            http_max_concurrent_requests: 64,
+        }
+    }
+}
+
+/// Per-customer budgets for writes, so that one account (or one stolen token)
+/// cannot fill the database. Counted per instance.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimits {
+    /// Orders one customer may create per minute (per instance); bursts up to the same number.
+    #[arg(long, env = "ORDERCAST_CREATE_ORDER_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub create_order_per_minute: u32,
+    /// Mutations of any kind one customer may run per minute (per instance).
+    #[arg(long, env = "ORDERCAST_MUTATIONS_PER_MINUTE", default_value_t = 1_200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mutations_per_minute: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            create_order_per_minute: 60,
+            mutations_per_minute: 1_200,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct TokenConfig {
     /// Customer id (uuid) or email address.
@@ -612,10 +667,10 @@ pub struct LiveConfig {
     /// lag or an outage); the rest wait, so mutations keep their connections.
     #[arg(long, env = "ORDERCAST_LIVE_REPAIR_CONCURRENCY", default_value_t = 4)]
     pub repair_concurrency: usize,
-    /// Rendered live updates kept for reuse: subscribers with the same selection
-    /// of the same order share one rendering of each version.
-    #[arg(long, env = "ORDERCAST_RENDER_CACHE", default_value_t = 4_096)]
-    pub render_cache: usize,
+    /// Bytes of rendered live updates kept for reuse: subscribers with the same
+    /// selection of the same order share one rendering of each version.
+    #[arg(long, env = "ORDERCAST_RENDER_CACHE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub render_cache_bytes: u64,
 }
 
 impl Default for LiveConfig {
@@ -623,7 +678,7 @@ impl Default for LiveConfig {
         Self {
             subscriber_queue: 128,
             repair_concurrency: 4,
-            render_cache: 4_096,
+            render_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -641,6 +696,13 @@ pub struct WebSocketConfig {
     /// `subscribe` gets an `error` with `LIMIT_EXCEEDED` until one completes.
     #[arg(long, env = "ORDERCAST_WS_MAX_OPERATIONS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub ws_max_operations: u64,
+    /// How long sending one message may wait for a client that does not read; then the
+    /// connection is dropped and its queues freed.
+    #[arg(long, env = "ORDERCAST_WS_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub ws_write_timeout: Duration,
+    /// Largest message a WebSocket client may send, in bytes (close 1009 beyond).
+    #[arg(long, env = "ORDERCAST_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
 }
 
 impl WebSocketConfig {
@@ -659,6 +721,8 @@ impl Default for WebSocketConfig {
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,
             ws_max_operations: 100,
+            ws_write_timeout: Duration::from_secs(10),
+            ws_max_message_bytes: 64 * 1024,
         }
     }
 }

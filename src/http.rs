@@ -4,26 +4,31 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_graphql::http::WebSocketProtocols;
 use async_graphql::parser::types::OperationType;
-use async_graphql::Data;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{BoxError, Json, Router};
 use sea_orm::DatabaseConnection;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::cdc::{CdcHealth, CdcStatus};
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, operation_type, AppSchema, LiveExecutor, RequestAuth};
+use crate::server::ConnectionSlot;
+use crate::telemetry::metric;
 use crate::ws::{self, WsSettings};
 use crate::{db, playground, telemetry};
 
@@ -39,6 +44,7 @@ pub struct AppState {
     /// Reached and migrated, or why not yet.
     pub database: Arc<db::DatabaseStatus>,
     pub max_body_bytes: usize,
+    pub requests: RequestLimits,
     pub ws: WsSettings,
     /// Set on SIGTERM: `/readyz` fails while in-flight work drains.
     pub draining: Arc<AtomicBool>,
@@ -46,11 +52,39 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// How many GraphQL requests over HTTP run at once, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+}
+
+impl From<&crate::config::HttpConfig> for RequestLimits {
+    fn from(config: &crate::config::HttpConfig) -> Self {
+        RequestLimits {
+            max_concurrent: usize::try_from(config.http_max_concurrent_requests).unwrap_or(usize::MAX),
+            timeout: config.http_request_timeout,
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
+    let limits = state.requests;
+    // One budget shared by GET and POST (a per-method layer would count them apart). When it
+    // is spent, a request is refused at once: queueing it would only make every answer late.
+    let admission = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |error: BoxError| async move {
+            refused(&error, limits)
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(Semaphore::new(
+            limits.max_concurrent,
+        ))))
+        .timeout(limits.timeout);
     Router::new()
         .merge(playground::routes())
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql", get(graphql_get).post(graphql_post).layer(admission))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/readyz/cdc", get(readyz_cdc))
@@ -59,7 +93,51 @@ pub fn router(state: AppState) -> Router {
         // A 503 is an answer here (readiness while starting or draining, a database not reached
         // yet), not a failure worth an error line per probe: our own code logs real failures.
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// The answer to a request the admission layers refused or cut short.
+fn refused(error: &BoxError, limits: RequestLimits) -> Response {
+    let (reason, message, may_have_applied) = if error.is::<tower::load_shed::error::Overloaded>() {
+        let message = format!(
+            "this instance is serving {} requests, the most it serves at once; retry shortly",
+            limits.max_concurrent
+        );
+        ("overloaded", message, false)
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        let message = format!(
+            "the request did not finish within {}; a mutation may or may not have been applied: read before retrying",
+            humantime::format_duration(limits.timeout)
+        );
+        ("timeout", message, true)
+    } else {
+        tracing::error!(%error, "a request failed in the admission layers");
+        let body = Json(error_response_body(ErrorCode::Internal, "internal error"));
+        return (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+    };
+    metrics::counter!(metric::HTTP_REFUSED, "reason" => reason).increment(1);
+    let mut body = error_response_body(ErrorCode::Unavailable, &message);
+    body["errors"][0]["extensions"]["mayHaveApplied"] = may_have_applied.into();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// A bug must not take the connection down with it: the client gets a typed
+/// error and the log gets the panic.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a non-text panic payload");
+    tracing::error!(panic = detail, "a request handler panicked");
+    let body = Json(error_response_body(ErrorCode::Internal, "internal error"));
+    (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -205,13 +283,17 @@ async fn websocket(state: AppState, parts: &mut axum::http::request::Parts) -> R
         Err(rejection) => return rejection.into_response(),
     };
     let offered = parts.headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL);
+    // The socket keeps its connection's slot: it counts against the instance's connections.
+    let slot = parts.extensions.get::<ConnectionSlot>().cloned();
     upgrade
         .protocols([ws::TRANSPORT_WS, ws::LEGACY_WS])
-        .max_message_size(state.max_body_bytes)
+        .max_message_size(state.ws.max_message_bytes)
+        .max_frame_size(state.ws.max_message_bytes)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         // Every frame is flushed as it is sent: no write buffer to keep per connection.
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let selected = socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned);
             match selected.as_deref() {
                 Some(ws::LEGACY_WS) => serve_legacy(socket, state).await,
@@ -234,83 +316,7 @@ async fn serve_transport(socket: WebSocket, state: AppState) {
 }
 
 async fn serve_legacy(socket: WebSocket, state: AppState) {
-    use async_graphql::http::{WebSocket as LegacyProtocol, WsMessage};
-    use futures::{SinkExt, StreamExt};
-
-    let authenticator = state.authenticator.clone();
-    // The login's expiry, once `connection_init` has been accepted.
-    let (login_tx, mut login) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|message| std::future::ready(matches!(message, Ok(m) if !matches!(m, Message::Close(_)))))
-        .filter_map(|message| {
-            std::future::ready(match message {
-                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
-                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        });
-    let mut output = std::pin::pin!(LegacyProtocol::new(
-        state.schema,
-        input,
-        WebSocketProtocols::SubscriptionsTransportWS
-    )
-    .on_connection_init(move |payload| async move {
-        let caller = ws::connection_caller(&authenticator, &payload).await?;
-        login_tx.send_replace(Some(caller.deadline()));
-        let mut data = Data::default();
-        data.insert(RequestAuth::Authenticated(caller));
-        Ok(data)
-    }));
-    let mut shutdown = state.shutdown;
-    let shutting_down = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-    };
-    tokio::pin!(shutting_down);
-    let login_expired = async move {
-        loop {
-            let deadline = *login.borrow_and_update();
-            match deadline {
-                Some(deadline) => return tokio::time::sleep_until(deadline).await,
-                None if login.changed().await.is_err() => return std::future::pending().await,
-                None => {}
-            }
-        }
-    };
-    tokio::pin!(login_expired);
-    loop {
-        let message = tokio::select! {
-            message = output.next() => match message {
-                Some(message) => message,
-                None => return,
-            },
-            () = &mut login_expired => {
-                let frame = CloseFrame { code: 4403, reason: "Forbidden: the token has expired".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                return;
-            }
-            _ = &mut shutting_down => {
-                let frame = CloseFrame { code: 1001, reason: "Server shutting down".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                return;
-            }
-        };
-        let sent = match message {
-            WsMessage::Text(text) => sink.send(Message::Text(text.into())).await,
-            WsMessage::Close(code, reason) => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    })))
-                    .await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
+    ws::legacy::serve(socket, state.schema, state.authenticator, state.ws, state.shutdown).await;
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
@@ -350,4 +356,32 @@ fn database_not_ready(state: &AppState) -> Option<Response> {
 
 fn transport_error(status: StatusCode, message: &str) -> Response {
     (status, Json(error_response_body(ErrorCode::BadUserInput, message))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug in a handler")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_typed_internal_error() {
+        let app = Router::new()
+            .route("/", get(boom))
+            .layer(CatchPanicLayer::custom(panicked));
+        let response = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "INTERNAL");
+        assert_eq!(body["errors"][0]["message"], "internal error");
+    }
 }

@@ -14,5 +14,6 @@ pub mod graphql;
 pub mod http;
 pub mod live;
 pub mod playground;
+pub mod server;
 pub mod telemetry;
 pub mod ws;

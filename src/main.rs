@@ -28,7 +28,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config.kafka.add_env_options(std::env::vars_os())?;
             let app = Application::build(*config).await?;
             tracing::info!(address = %app.local_addr(), "serving GraphQL on /graphql");
-            app.run_until(shutdown_signal()).await
+            app.run_until(shutdown_signal()).await;
+            Ok(())
         }
         Command::Migrate(config) => {
             db::probe(&config).await?;

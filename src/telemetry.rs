@@ -43,6 +43,10 @@ pub mod metric {
     pub const HISTORY_PRUNED_VERSIONS: &str = "ordercast_history_pruned_versions_total";
     pub const HISTORY_LAST_PRUNE: &str = "ordercast_history_last_prune_timestamp_seconds";
     pub const CDC_GAPS: &str = "ordercast_cdc_gaps_total";
+    pub const HTTP_REFUSED: &str = "ordercast_http_refused_total";
+    pub const HTTP_OPEN_CONNECTIONS: &str = "ordercast_http_open_connections";
+    pub const WS_DROPPED: &str = "ordercast_ws_dropped_total";
+    pub const RATE_LIMITED: &str = "ordercast_rate_limited_total";
 }
 
 static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
@@ -137,6 +141,22 @@ fn describe() {
         metric::HISTORY_LAST_PRUNE,
         Unit::Seconds,
         "Unix time of this instance's last completed prune pass"
+    );
+    describe_counter!(
+        metric::HTTP_REFUSED,
+        "Requests and connections refused at once, by reason: connections, overloaded, timeout"
+    );
+    describe_gauge!(
+        metric::HTTP_OPEN_CONNECTIONS,
+        "Open client connections, WebSockets included"
+    );
+    describe_counter!(
+        metric::WS_DROPPED,
+        "WebSockets dropped because the client stopped reading (write timeout)"
+    );
+    describe_counter!(
+        metric::RATE_LIMITED,
+        "Mutations refused by a per-customer rate limit, by limit"
     );
     describe_counter!(
         metric::CDC_GAPS,

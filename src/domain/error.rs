@@ -76,6 +76,12 @@ pub enum DomainError {
     BadInput(String),
     #[error("the customer of this token no longer exists")]
     UnknownCustomer,
+    #[error("too many {what}: at most {per_minute} {what} a minute per customer; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        what: &'static str,
+        per_minute: u32,
+        retry_after: std::time::Duration,
+    },
     /// A transient failure: retry with backoff (`expectedVersion` makes a retried write safe).
     #[error("{}", .0.message())]
     Unavailable(Retry),
@@ -94,8 +100,17 @@ impl DomainError {
             DomainError::ProductUnavailable => ErrorCode::ProductUnavailable,
             DomainError::BadInput(_) => ErrorCode::BadUserInput,
             DomainError::UnknownCustomer => ErrorCode::Unauthenticated,
+            DomainError::RateLimited { .. } => ErrorCode::LimitExceeded,
             DomainError::Unavailable(_) => ErrorCode::Unavailable,
             DomainError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// When a refused write may be tried again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DomainError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -53,6 +53,7 @@ fn assign_code(error: &mut ServerError) {
         return;
     }
     let mut may_have_applied = None;
+    let mut retry_after = None;
     let code = match error.source.as_deref() {
         None => ErrorCode::BadUserInput,
         Some(source) => {
@@ -60,6 +61,7 @@ fn assign_code(error: &mut ServerError) {
                 if domain.code() == ErrorCode::Unavailable {
                     may_have_applied = Some(domain.may_have_applied());
                 }
+                retry_after = domain.retry_after();
                 domain.code()
             } else if let Some(auth) = source.downcast_ref::<AuthError>() {
                 if auth.is_unavailable() {
@@ -80,6 +82,10 @@ fn assign_code(error: &mut ServerError) {
     // A retryable error says whether the failed write may still have been applied.
     if let Some(may_have_applied) = may_have_applied {
         extensions.set("mayHaveApplied", may_have_applied);
+    }
+    // A refusal by a rate limit says when the write will be admitted.
+    if let Some(retry_after) = retry_after {
+        extensions.set("retryAfterSeconds", retry_after.as_secs().max(1));
     }
 }
 

@@ -114,13 +114,13 @@ pub struct LiveExecutor {
 }
 
 impl LiveExecutor {
-    /// `cached_renders` bounds how many rendered updates are kept for reuse.
-    pub fn new(schema: AppSchema, db: DatabaseConnection, hub: Arc<Hub>, cached_renders: usize) -> Self {
+    /// `render_cache_bytes` bounds the memory of rendered updates kept for reuse.
+    pub fn new(schema: AppSchema, db: DatabaseConnection, hub: Arc<Hub>, render_cache_bytes: u64) -> Self {
         LiveExecutor {
             schema,
             db,
             hub,
-            rendered: Arc::new(RenderCache::new(cached_renders)),
+            rendered: Arc::new(RenderCache::new(render_cache_bytes)),
         }
     }
 
@@ -262,13 +262,33 @@ impl Hash for RenderKey {
 /// Rendered updates, shared by all subscriptions of an instance. Concurrent
 /// misses on one key render once; the others wait for that result.
 pub(crate) struct RenderCache {
-    entries: quick_cache::sync::Cache<RenderKey, Output>,
+    entries: quick_cache::sync::Cache<RenderKey, Output, RenderWeight>,
 }
 
+/// The bytes an entry keeps alive: its payload, and its selection's text (the
+/// selection is shared by subscribers, so this over-counts, and the bound holds).
+#[derive(Clone)]
+struct RenderWeight;
+
+impl quick_cache::Weighter<RenderKey, Output> for RenderWeight {
+    fn weight(&self, key: &RenderKey, output: &Output) -> u64 {
+        let payload = match output {
+            Output::Next(json) | Output::Error(json) => json.len(),
+        };
+        let selection = key.selection.query.len() + key.selection.variables_json.len();
+        u64::try_from(payload + selection + std::mem::size_of::<RenderKey>()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A typical entry, for the cache's initial sizing only.
+const TYPICAL_RENDER_BYTES: u64 = 2 * 1024;
+
 impl RenderCache {
-    fn new(capacity: usize) -> Self {
+    fn new(max_bytes: u64) -> Self {
+        let max_bytes = max_bytes.max(TYPICAL_RENDER_BYTES);
+        let estimated_entries = usize::try_from(max_bytes / TYPICAL_RENDER_BYTES).unwrap_or(usize::MAX);
         RenderCache {
-            entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            entries: quick_cache::sync::Cache::with_weighter(estimated_entries, max_bytes, RenderWeight),
         }
     }
 
@@ -311,6 +331,29 @@ mod tests {
 
     use super::*;
     use crate::domain::{OrderVersion, OrderView};
+
+    #[test]
+    fn the_render_cache_holds_at_most_its_bytes() {
+        let cache = RenderCache::new(64 * 1024);
+        let selection = selection(Uuid::now_v7(), "subscription { x }", serde_json::json!({}));
+        let payload: Arc<str> = Arc::from("x".repeat(1_000));
+        for version in 0..1_000 {
+            let key = RenderKey {
+                selection: selection.clone(),
+                order_id: Uuid::nil(),
+                version,
+                change: ChangeKind::ItemAdded,
+                resync: false,
+            };
+            cache.entries.insert(key, Output::Next(payload.clone()));
+        }
+        assert!(cache.entries.weight() <= 64 * 1024, "{}", cache.entries.weight());
+        assert!(
+            cache.entries.len() >= 32,
+            "the cache keeps what fits: {}",
+            cache.entries.len()
+        );
+    }
 
     fn selection(customer_id: Uuid, query: &str, variables: serde_json::Value) -> Arc<Selection> {
         let caller = Caller {

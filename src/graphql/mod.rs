@@ -25,6 +25,7 @@ pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
 use crate::config::Limits;
+use crate::domain::WriteBudgets;
 use crate::live::Hub;
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -38,10 +39,11 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 }
 
 /// The served schema, with its data and limits.
-pub fn build_schema(db: DatabaseConnection, hub: Arc<Hub>, limits: &Limits) -> AppSchema {
+pub fn build_schema(db: DatabaseConnection, hub: Arc<Hub>, limits: &Limits, budgets: Arc<WriteBudgets>) -> AppSchema {
     builder()
         .data(db)
         .data(hub)
+        .data(budgets)
         .data(MaxPageSize(limits.max_page_size))
         .limit_depth(limits.max_query_depth)
         .limit_complexity(limits.max_query_complexity)

@@ -2,8 +2,9 @@ use async_graphql::{Context, Object, Result, ID};
 
 use super::context::{caller, db};
 use super::types::{DeliveryWindowInput, Order};
+use crate::auth::Caller;
 use crate::db as store;
-use crate::domain::parse_id;
+use crate::domain::{parse_id, Write, WriteBudgets};
 
 pub struct MutationRoot;
 
@@ -15,7 +16,7 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// Starts a new, empty, open order for the caller.
     async fn create_order(&self, ctx: &Context<'_>) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::CreateOrder)?;
         Ok(Order(store::create_order(db(ctx), caller.customer_id).await?.into()))
     }
 
@@ -28,7 +29,7 @@ impl MutationRoot {
         #[graphql(default = 1)] quantity: i32,
         expected_version: Option<i32>,
     ) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let product_id = parse_id(&product_id, "product id")?;
         let view = store::add_item(
@@ -52,7 +53,7 @@ impl MutationRoot {
         quantity: i32,
         expected_version: Option<i32>,
     ) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let product_id = parse_id(&product_id, "product id")?;
         let view = store::set_item_quantity(
@@ -75,7 +76,7 @@ impl MutationRoot {
         product_id: ID,
         expected_version: Option<i32>,
     ) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let product_id = parse_id(&product_id, "product id")?;
         let view = store::remove_item(
@@ -97,7 +98,7 @@ impl MutationRoot {
         window: DeliveryWindowInput,
         expected_version: Option<i32>,
     ) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let view = store::schedule_order(
             db(ctx),
@@ -112,7 +113,7 @@ impl MutationRoot {
 
     /// Takes a scheduled order back to open, dropping its delivery window.
     async fn reopen_order(&self, ctx: &Context<'_>, order_id: ID, expected_version: Option<i32>) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let view = store::reopen_order(db(ctx), caller.customer_id, order_id, expected_version.map(i64::from)).await?;
         Ok(Order(view.into()))
@@ -126,7 +127,7 @@ impl MutationRoot {
         reason: Option<String>,
         expected_version: Option<i32>,
     ) -> Result<Order> {
-        let caller = caller(ctx)?;
+        let caller = writer(ctx, Write::Change)?;
         let order_id = parse_id(&order_id, "order id")?;
         let view = store::cancel_order(
             db(ctx),
@@ -138,4 +139,12 @@ impl MutationRoot {
         .await?;
         Ok(Order(view.into()))
     }
+}
+
+/// The authenticated caller, once the write has been charged to its budgets.
+fn writer(ctx: &Context<'_>, write: Write) -> Result<Caller> {
+    let caller = caller(ctx)?;
+    ctx.data_unchecked::<std::sync::Arc<WriteBudgets>>()
+        .spend(caller.customer_id, write)?;
+    Ok(caller)
 }

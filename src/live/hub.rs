@@ -8,10 +8,17 @@
 //! the versions Postgres has for what it follows (a `Frontier`), so only the
 //! subscribers that are actually behind catch up, through a bounded number of
 //! concurrent repairs (`repair_permit`).
+//!
+//! Locking: the route table's mutex is held only to find or change a route,
+//! never while delivering. Each route has its own lock: a publish reads it
+//! (its subscribers are handed the version under a read lock), subscribing and
+//! unsubscribing write it. So a fan-out to a hot order's 10,000 subscribers
+//! delays no other order's subscribers coming and going. Lock order: table,
+//! then route; no code takes the table while holding a route.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{mpsc, Notify, Semaphore, SemaphorePermit};
 use uuid::Uuid;
@@ -51,9 +58,28 @@ impl Slot {
     }
 }
 
+/// The subscribers of one route.
+#[derive(Default)]
+struct Followers {
+    slots: HashMap<u64, Slot>,
+    /// Set when the route left the table: a subscriber that found it there
+    /// just before must look again.
+    retired: bool,
+}
+
+type SharedFollowers = Arc<RwLock<Followers>>;
+
+fn read(followers: &SharedFollowers) -> RwLockReadGuard<'_, Followers> {
+    followers.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(followers: &SharedFollowers) -> RwLockWriteGuard<'_, Followers> {
+    followers.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Routes committed order versions to subscribers. One per instance.
 pub struct Hub {
-    routes: Mutex<HashMap<Route, HashMap<u64, Slot>>>,
+    routes: Mutex<HashMap<Route, SharedFollowers>>,
     next_id: AtomicU64,
     queue_capacity: usize,
     /// Database work of subscribers catching up (gap repairs, reloads) that
@@ -89,17 +115,25 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let lagged = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(route).or_default().insert(
-            id,
-            Slot {
-                tx,
+        let followers = loop {
+            let followers = self.lock().entry(route).or_default().clone();
+            let mut joined = write(&followers);
+            if joined.retired {
+                continue;
+            }
+            let slot = Slot {
+                tx: tx.clone(),
                 lagged: lagged.clone(),
-            },
-        );
+            };
+            joined.slots.insert(id, slot);
+            drop(joined);
+            break followers;
+        };
         metrics::gauge!(metric::LIVE_SUBSCRIPTIONS).increment(1.0);
         Subscription {
             hub: self.clone(),
             route,
+            followers,
             id,
             rx,
             lagged,
@@ -109,12 +143,18 @@ impl Hub {
     /// Hands one committed version to the subscribers of its order and of its customer.
     pub fn publish(&self, version: OrderVersion) {
         let version = Arc::new(version);
-        let routes = self.lock();
-        for route in [Route::Order(version.order_id), Route::Customer(version.customer_id)] {
-            for slot in routes.get(&route).into_iter().flat_map(HashMap::values) {
+        let routes = [Route::Order(version.order_id), Route::Customer(version.customer_id)];
+        for followers in self.followers_of(routes).into_iter().flatten() {
+            for slot in read(&followers).slots.values() {
                 slot.deliver(Delivery::Version(version.clone()));
             }
         }
+    }
+
+    /// The followers of each route, taken from the table without holding it.
+    fn followers_of<const N: usize>(&self, routes: [Route; N]) -> [Option<SharedFollowers>; N] {
+        let table = self.lock();
+        routes.map(|route| table.get(&route).cloned())
     }
 
     /// Asks `live::recovery` to compare every subscriber with Postgres; requests
@@ -141,9 +181,11 @@ impl Hub {
 
     /// Hands each route's subscribers the committed versions of what they follow.
     pub(super) fn deliver_frontiers(&self, frontiers: HashMap<Route, Arc<[(Uuid, i64)]>>) {
-        let routes = self.lock();
         for (route, frontier) in frontiers {
-            for slot in routes.get(&route).into_iter().flat_map(HashMap::values) {
+            let [Some(followers)] = self.followers_of([route]) else {
+                continue;
+            };
+            for slot in read(&followers).slots.values() {
                 slot.deliver(Delivery::Frontier(frontier.clone()));
             }
         }
@@ -158,21 +200,32 @@ impl Hub {
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
+        let all: Vec<SharedFollowers> = self.lock().values().cloned().collect();
+        all.iter().map(|followers| read(followers).slots.len()).sum()
     }
 
-    fn remove(&self, route: Route, id: u64) {
-        let mut routes = self.lock();
-        if let Some(slots) = routes.get_mut(&route) {
-            slots.remove(&id);
-            if slots.is_empty() {
-                routes.remove(&route);
+    fn remove(&self, route: Route, followers: &SharedFollowers, id: u64) {
+        metrics::gauge!(metric::LIVE_SUBSCRIPTIONS).decrement(1.0);
+        let emptied = {
+            let mut left = write(followers);
+            left.slots.remove(&id);
+            left.slots.is_empty()
+        };
+        if !emptied {
+            return;
+        }
+        let mut table = self.lock();
+        if table.get(&route).is_some_and(|current| Arc::ptr_eq(current, followers)) {
+            let mut left = write(followers);
+            if left.slots.is_empty() {
+                left.retired = true;
+                drop(left);
+                table.remove(&route);
             }
         }
-        metrics::gauge!(metric::LIVE_SUBSCRIPTIONS).decrement(1.0);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Route, HashMap<u64, Slot>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Route, SharedFollowers>> {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -181,6 +234,7 @@ impl Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     route: Route,
+    followers: SharedFollowers,
     id: u64,
     rx: mpsc::Receiver<Delivery>,
     lagged: Arc<AtomicBool>,
@@ -204,7 +258,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.remove(self.route, self.id);
+        self.hub.remove(self.route, &self.followers, self.id);
     }
 }
 
@@ -246,6 +300,43 @@ mod tests {
         assert!(slow.take_lagged(), "the slow one overflowed");
         assert!(slow.rx.try_recv().is_err(), "its stale backlog is dropped");
         assert!(!slow.take_lagged(), "reported once");
+    }
+
+    #[tokio::test]
+    async fn a_route_left_by_its_last_subscriber_is_forgotten_and_can_be_followed_again() {
+        let hub = Hub::new(4, 1);
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = hub.watch_order(order);
+        let kept = first.followers.clone();
+        drop(first);
+        assert!(hub.lock().is_empty(), "the empty route left the table");
+        assert!(read(&kept).retired);
+        let mut again = hub.watch_order(order);
+        assert!(
+            !Arc::ptr_eq(&again.followers, &kept),
+            "a fresh route, not the retired one"
+        );
+        hub.publish(version(order, customer, 3));
+        assert!(matches!(again.recv().await, Some(Delivery::Version(v)) if v.version == 3));
+    }
+
+    #[test]
+    fn subscribers_coming_and_going_on_many_threads_leave_no_route_behind() {
+        let hub = Hub::new(4, 1);
+        let order = Uuid::now_v7();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for v in 0..2_000 {
+                        let subscription = hub.watch_order(order);
+                        hub.publish(version(order, Uuid::nil(), v));
+                        drop(subscription);
+                    }
+                });
+            }
+        });
+        assert_eq!(hub.subscriber_count(), 0);
+        assert!(hub.lock().is_empty());
     }
 
     #[tokio::test]

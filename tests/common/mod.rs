@@ -7,8 +7,8 @@ use std::time::Duration;
 use ordercast::app::Application;
 use ordercast::auth::DevelopmentTokens;
 use ordercast::config::{
-    AuthConfig, CdcTopics, DatabaseConfig, DrainConfig, HistoryConfig, KafkaConfig, Limits, LiveConfig, ServeConfig,
-    WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
+    AuthConfig, CdcTopics, DatabaseConfig, DrainConfig, HistoryConfig, HttpConfig, KafkaConfig, Limits, LiveConfig,
+    RateLimits, ServeConfig, WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
@@ -52,6 +52,8 @@ pub fn serve_config() -> ServeConfig {
         kafka: KafkaConfig::new(kafka_brokers()),
         topics: CdcTopics::default(),
         limits: Limits::default(),
+        http: HttpConfig::default(),
+        rates: RateLimits::default(),
         live: LiveConfig::default(),
         websocket: WebSocketConfig::default(),
         drain: DrainConfig::default(),

@@ -16,6 +16,8 @@
 //! the socket cannot take more, no operation is polled, so a slow client backs
 //! up into its own hub queues and is resynced there; nobody else waits.
 
+pub mod legacy;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,10 @@ pub struct WsSettings {
     pub keepalive: Duration,
     /// Operations one connection may have running at once.
     pub max_operations: usize,
+    /// How long one send may wait for a client that does not read.
+    pub write_timeout: Duration,
+    /// Largest message a client may send.
+    pub max_message_bytes: usize,
 }
 
 impl From<&crate::config::WebSocketConfig> for WsSettings {
@@ -50,6 +56,8 @@ impl From<&crate::config::WebSocketConfig> for WsSettings {
             init_timeout: config.init_timeout(),
             keepalive: config.keepalive(),
             max_operations: usize::try_from(config.ws_max_operations).unwrap_or(usize::MAX),
+            write_timeout: config.ws_write_timeout,
+            max_message_bytes: config.ws_max_message_bytes,
         }
     }
 }
@@ -144,6 +152,7 @@ pub async fn serve(
         tokio::select! {
             incoming = socket.recv() => {
                 let text = match incoming {
+                    Some(Err(error)) if is_too_large(&error) => break Close::new(1009, "Message too big"),
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => break Close::new(4400, "Binary messages are not supported"),
@@ -163,7 +172,7 @@ pub async fn serve(
                 }
                 match handled {
                     Ok(Some(reply)) => {
-                        if send(&mut socket, reply).await.is_err() {
+                        if send(&mut socket, reply.to_string(), &settings).await.is_err() {
                             return;
                         }
                     }
@@ -180,7 +189,7 @@ pub async fn serve(
                     // `error` ends the operation; no `complete` follows it.
                     operations.stop(&id);
                 }
-                if send_text(&mut socket, reply).await.is_err() {
+                if send(&mut socket, reply, &settings).await.is_err() {
                     return;
                 }
             }
@@ -192,14 +201,14 @@ pub async fn serve(
                 let expired = expired_login_errors();
                 let open: Vec<String> = operations.running.keys().cloned().collect();
                 for id in open {
-                    if send_text(&mut socket, result_message(&id, &expired)).await.is_err() {
+                    if send(&mut socket, result_message(&id, &expired), &settings).await.is_err() {
                         return;
                     }
                 }
                 break Close::new(4403, "Forbidden: the token has expired");
             }
             _ = keepalive.tick() => {
-                if send(&mut socket, json!({ "type": "ping" })).await.is_err() {
+                if send(&mut socket, json!({ "type": "ping" }).to_string(), &settings).await.is_err() {
                     return;
                 }
             }
@@ -210,7 +219,7 @@ pub async fn serve(
         code: close.code,
         reason: Utf8Bytes::from(close.reason),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(settings.write_timeout, socket.send(Message::Close(Some(frame)))).await;
 }
 
 /// Applies one client message; returns the reply to send, or why to close.
@@ -252,11 +261,7 @@ async fn handle(
                 return Err(Close::new(4409, format!("Subscriber for {id} already exists")));
             }
             if operations.running.len() >= settings.max_operations {
-                let message = format!(
-                    "this connection already runs {} operations, the most it may; complete one first",
-                    settings.max_operations
-                );
-                let errors = error_response_body(ErrorCode::LimitExceeded, &message)["errors"].take();
+                let errors = limit_exceeded_errors(settings.max_operations);
                 return Ok(Some(json!({ "id": id, "type": "error", "payload": errors })));
             }
             let tag = id.clone();
@@ -273,6 +278,13 @@ async fn handle(
             Ok(None)
         }
     }
+}
+
+/// The `error` payload for a `subscribe` beyond the connection's operation limit.
+fn limit_exceeded_errors(max_operations: usize) -> Value {
+    let message =
+        format!("this connection already runs {max_operations} operations, the most it may; complete one first");
+    error_response_body(ErrorCode::LimitExceeded, &message)["errors"].take()
 }
 
 /// The `error` payload of operations still open when the login expires.
@@ -306,12 +318,43 @@ fn result_message(id: &str, output: &Output) -> String {
     message
 }
 
-async fn send(socket: &mut WebSocket, message: Value) -> Result<(), axum::Error> {
-    send_text(socket, message.to_string()).await
+/// True for a client message beyond the size limit (the spec's close 1009).
+pub fn is_too_large(error: &axum::Error) -> bool {
+    let inner = std::error::Error::source(error).and_then(|inner| inner.downcast_ref::<tungstenite::Error>());
+    matches!(inner, Some(tungstenite::Error::Capacity(_)))
 }
 
-async fn send_text(socket: &mut WebSocket, message: String) -> Result<(), axum::Error> {
-    socket.send(Message::Text(Utf8Bytes::from(message))).await
+/// Why a message could not be sent: the connection is then abandoned.
+#[derive(Debug)]
+pub enum SendFailed {
+    Closed,
+    /// The client stopped reading: its socket buffer stayed full for the write timeout.
+    NotReading,
+}
+
+async fn send(socket: &mut WebSocket, message: String, settings: &WsSettings) -> Result<(), SendFailed> {
+    within_write_timeout(
+        settings.write_timeout,
+        socket.send(Message::Text(Utf8Bytes::from(message))),
+    )
+    .await
+}
+
+/// Bounds one send: a client that does not read would otherwise park the
+/// connection's task (and everything it holds) forever.
+pub async fn within_write_timeout<E>(
+    limit: Duration,
+    sent: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), SendFailed> {
+    match tokio::time::timeout(limit, sent).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Closed),
+        Err(_) => {
+            metrics::counter!(crate::telemetry::metric::WS_DROPPED).increment(1);
+            tracing::debug!(?limit, "dropping a WebSocket whose client does not read");
+            Err(SendFailed::NotReading)
+        }
+    }
 }
 
 /// Authenticates a WebSocket from its `connection_init` payload,

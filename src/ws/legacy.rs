@@ -1,0 +1,138 @@
+//! The legacy `graphql-ws` protocol (subscriptions-transport-ws) of older
+//! Apollo clients. async-graphql runs the protocol; this module wraps it with
+//! what the strict protocol has too: an init timeout (close 4408), the
+//! per-connection operation limit (an `error` with `LIMIT_EXCEEDED`), a write
+//! timeout, the login's expiry (close 4403) and shutdown (close 1001).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_graphql::http::{WebSocket as LegacyProtocol, WebSocketProtocols, WsMessage};
+use async_graphql::Data;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{connection_caller, limit_exceeded_errors, within_write_timeout, WsSettings};
+use crate::auth::Authenticator;
+use crate::graphql::{AppSchema, RequestAuth};
+
+/// Messages handed to async-graphql that have not been taken yet.
+const INPUT_QUEUE: usize = 16;
+
+/// The type and id of a message, all the wrapper needs to count operations.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> Envelope<'a> {
+    fn read(text: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(text).ok()
+    }
+}
+
+/// Serves one legacy `graphql-ws` connection until it closes.
+pub async fn serve(
+    socket: WebSocket,
+    schema: AppSchema,
+    authenticator: Arc<Authenticator>,
+    settings: WsSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The login's expiry, once `connection_init` has been accepted.
+    let (login_tx, mut login) = watch::channel(None::<Instant>);
+    let logged_in = login.clone();
+    let (mut sink, mut incoming) = socket.split();
+    let (mut input, input_rx) = futures::channel::mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
+    let mut output = std::pin::pin!(LegacyProtocol::new(
+        schema,
+        input_rx,
+        WebSocketProtocols::SubscriptionsTransportWS
+    )
+    .on_connection_init(move |payload| async move {
+        let caller = connection_caller(&authenticator, &payload).await?;
+        login_tx.send_replace(Some(caller.deadline()));
+        let mut data = Data::default();
+        data.insert(RequestAuth::Authenticated(caller));
+        Ok(data)
+    }));
+    let shutting_down = shutdown.changed();
+    tokio::pin!(shutting_down);
+    let init_deadline = tokio::time::sleep(settings.init_timeout);
+    tokio::pin!(init_deadline);
+    let login_expired = async move {
+        loop {
+            let deadline = *login.borrow_and_update();
+            match deadline {
+                Some(deadline) => return tokio::time::sleep_until(deadline).await,
+                None if login.changed().await.is_err() => return std::future::pending().await,
+                None => {}
+            }
+        }
+    };
+    tokio::pin!(login_expired);
+    let mut running = HashSet::<String>::new();
+    let (code, reason) = loop {
+        tokio::select! {
+            message = incoming.next() => {
+                let bytes = match message {
+                    Some(Ok(Message::Text(text))) => Vec::from(text.as_bytes()),
+                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(error)) if super::is_too_large(&error) => break (1009, "Message too big".to_owned()),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                };
+                match Envelope::read(&bytes) {
+                    Some(Envelope { kind: "start", id: Some(id) }) if !running.contains(id.as_ref()) => {
+                        if running.len() >= settings.max_operations {
+                            let payload = limit_exceeded_errors(settings.max_operations);
+                            let refusal = json!({ "type": "error", "id": id, "payload": payload }).to_string();
+                            if within_write_timeout(settings.write_timeout, sink.send(Message::Text(refusal.into()))).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        running.insert(id.into_owned());
+                    }
+                    Some(Envelope { kind: "stop", id: Some(id) }) => {
+                        running.remove(id.as_ref());
+                    }
+                    _ => {}
+                }
+                if input.send(bytes).await.is_err() {
+                    return;
+                }
+            }
+            message = output.next() => {
+                let text = match message {
+                    Some(WsMessage::Text(text)) => text,
+                    Some(WsMessage::Close(code, reason)) => break (code, reason),
+                    None => return,
+                };
+                if let Some(Envelope { kind: "complete" | "error", id: Some(id) }) = Envelope::read(text.as_bytes()) {
+                    running.remove(id.as_ref());
+                }
+                if within_write_timeout(settings.write_timeout, sink.send(Message::Text(text.into()))).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut init_deadline, if logged_in.borrow().is_none() => {
+                break (4408, "Connection initialisation timeout".to_owned());
+            }
+            () = &mut login_expired => break (4403, "Forbidden: the token has expired".to_owned()),
+            _ = &mut shutting_down => break (1001, "Server shutting down".to_owned()),
+        }
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = within_write_timeout(settings.write_timeout, sink.send(Message::Close(Some(frame)))).await;
+}
