@@ -70,6 +70,8 @@ impl Drop for HeldSlot {
 
 /// Refused connections being answered at once; beyond this many they are dropped unanswered.
 const REFUSALS_IN_FLIGHT: usize = 256;
+/// The most of a refused connection's request read before it is answered.
+const REFUSAL_HEAD_BYTES: usize = 16 * 1024;
 /// How long answering a refused connection may take.
 const REFUSAL_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -144,8 +146,9 @@ async fn accept_failed(error: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Answers a connection over the limit with a 503 and closes it, without
-/// reading its request: the client learns why, and when to come back.
+/// Answers a connection over the limit with a 503 and closes it: the client
+/// learns why, and when to come back. Bounded: at most `REFUSALS_IN_FLIGHT`
+/// at once for at most `REFUSAL_DEADLINE` each.
 fn refuse(mut tcp: TcpStream, refusals: &Arc<Semaphore>, max_connections: usize) {
     metrics::counter!(metric::HTTP_REFUSED, "reason" => "connections").increment(1);
     let Ok(permit) = refusals.clone().try_acquire_owned() else {
@@ -155,12 +158,22 @@ fn refuse(mut tcp: TcpStream, refusals: &Arc<Semaphore>, max_connections: usize)
         let _permit = permit;
         let answer = refusal_response(max_connections);
         let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
+            // HTTP clients take an answer that comes before their request for a broken
+            // connection: read the request's head first (without parsing it).
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") && head.len() < REFUSAL_HEAD_BYTES {
+                let read = tcp.read(&mut chunk).await?;
+                if read == 0 {
+                    return Ok(());
+                }
+                head.extend_from_slice(&chunk[..read]);
+            }
             tcp.write_all(answer.as_bytes()).await?;
             tcp.shutdown().await?;
-            // Read what the client sent until it closes, so that closing does not reset the
-            // connection and destroy the answer before the client reads it.
-            let mut sink = [0u8; 1024];
-            while tcp.read(&mut sink).await? > 0 {}
+            // Read what else the client sent until it closes, so that closing does not reset
+            // the connection and destroy the answer before the client reads it.
+            while tcp.read(&mut chunk).await? > 0 {}
             Ok::<_, std::io::Error>(())
         })
         .await;

@@ -7,6 +7,7 @@ mod auth;
 mod invariants;
 mod limits;
 mod orders;
+mod overload;
 mod race;
 mod readiness;
 mod retry;

@@ -255,3 +255,101 @@ async fn a_connection_runs_at_most_its_operation_limit_and_keeps_serving() {
     updated.sort();
     assert_eq!(updated, ["b", "c", "d"]);
 }
+
+/// The next legacy-protocol message that is not a keep-alive.
+async fn next_legacy(socket: &mut Socket) -> Result<Value, Option<u16>> {
+    loop {
+        let message = next(socket).await?;
+        if message["type"] != "ka" {
+            return Ok(message);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_legacy_protocol_closes_a_socket_that_never_initialises() {
+    let app = app().await;
+    let mut socket = open(&app, "graphql-ws").await;
+    assert_eq!(close_code(&mut socket).await, Some(4408));
+}
+
+#[tokio::test]
+async fn the_legacy_protocol_runs_at_most_the_operation_limit_too() {
+    let mut config = serve_config();
+    config.websocket.ws_max_operations = 1;
+    let app = spawn_app_with(config).await;
+    let token = app.token(app.new_customer().await);
+    let order = app.new_order(&token).await;
+    let mut socket = open(&app, "graphql-ws").await;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    send(&mut socket, init).await;
+    assert_eq!(next_legacy(&mut socket).await.unwrap()["type"], "connection_ack");
+    let subscription = json!({ "query": "subscription($o: ID!) { orderUpdates(orderId: $o) { version } }", "variables": { "o": order } });
+    let start = |id: &str| json!({ "type": "start", "id": id, "payload": subscription });
+    send(&mut socket, start("a")).await;
+    let snapshot = next_legacy(&mut socket).await.unwrap();
+    assert_eq!(
+        (snapshot["type"].as_str(), snapshot["id"].as_str()),
+        (Some("data"), Some("a")),
+        "{snapshot}"
+    );
+    send(&mut socket, start("b")).await;
+    let refused = next_legacy(&mut socket).await.unwrap();
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some("b")),
+        "{refused}"
+    );
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+
+    send(&mut socket, json!({ "type": "stop", "id": "a" })).await;
+    send(&mut socket, start("b")).await;
+    let admitted = loop {
+        let message = next_legacy(&mut socket).await.unwrap();
+        if message["id"] == "b" {
+            break message;
+        }
+    };
+    assert_eq!(admitted["type"], "data", "{admitted}");
+}
+
+#[tokio::test]
+async fn a_message_beyond_the_size_limit_closes_with_1009_on_both_protocols() {
+    let mut config = serve_config();
+    config.websocket.ws_max_message_bytes = 1024;
+    let app = spawn_app_with(config).await;
+    let oversized = json!({ "type": "ping", "payload": { "pad": "x".repeat(2048) } });
+    let mut socket = acked(&app).await;
+    send(&mut socket, oversized.clone()).await;
+    assert_eq!(close_code(&mut socket).await, Some(1009));
+    let mut legacy = open(&app, "graphql-ws").await;
+    send(&mut legacy, oversized).await;
+    assert_eq!(close_code(&mut legacy).await, Some(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let mut config = serve_config();
+    config.websocket.ws_write_timeout = Duration::from_secs(1);
+    let app = spawn_app_with(config).await;
+    let socket = acked(&app).await;
+    // Every ping is answered with a pong carrying its payload; this client reads none of them,
+    // so the server's sends block once the socket buffers are full.
+    let (mut sink, unread) = socket.split();
+    let ping = json!({ "type": "ping", "payload": { "pad": "x".repeat(60 * 1024) } }).to_string();
+    let flood = async {
+        for sent in 0..2_000 {
+            if sink.send(Message::Text(ping.clone().into())).await.is_err() {
+                return sent;
+            }
+        }
+        panic!("the server still took pings after 2,000 unanswered ones (120 MB)");
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the server dropped the connection instead of waiting for the client forever");
+    drop(unread);
+    assert!(sent > 10, "the pings filled the buffers first ({sent})");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("ordercast_ws_dropped_total"), "{metrics}");
+}
