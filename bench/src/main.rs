@@ -2,7 +2,7 @@
 //!
 //! The tool starts the ordercast instances it measures (`ordercast serve`) and always stops
 //! them (also on error and Ctrl-C). Scenarios: `latency`, `writes`, `fanout`, `connections`,
-//! `footprint`, `events`
+//! `footprint`, `events`, `soak`
 //! (see BENCHMARKS.md). Each writes `<out-dir>/<scenario>.json` and adds rows to the table
 //! printed at the end.
 
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::scenarios::{
-    connections, events, fanout, footprint, latency, parse_fanout_case, warm_up, writes, FanoutCase,
+    connections, events, fanout, footprint, latency, parse_fanout_case, soak, warm_up, writes, FanoutCase,
 };
 use crate::server::{mint_token, Server};
 
@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, env = "ORDERCAST_BENCH_QUICK", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     quick: bool,
     /// Scenarios to run, in order (also: footprint, the CDC cost of one write; events, the
-    /// commit-to-event latency on ordercast.order-events at 200 writes/s).
+    /// commit-to-event latency on ordercast.order-events at 200 writes/s; soak, hostile load).
     #[arg(long, value_delimiter = ',', default_value = "latency,writes,fanout,connections")]
     scenarios: Vec<String>,
     /// The ordercast binary to start.
@@ -187,6 +187,7 @@ async fn run(args: Args) -> Result<()> {
             "connections" => connections(&mut ctx, &s1).await?,
             "footprint" => footprint(&mut ctx, &s1).await?,
             "events" => events(&mut ctx, &s1).await?,
+            "soak" => soak(&mut ctx, &s1).await?,
             other => bail!("unknown scenario {other}"),
         };
         let report = json!({

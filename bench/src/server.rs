@@ -38,6 +38,9 @@ impl Server {
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             // The bench signs in with development tokens.
             .env("ORDERCAST_DEV", "1")
+            // One bench customer writes thousands of times a second: far beyond a person's budget.
+            .env("ORDERCAST_CREATE_ORDER_PER_MINUTE", "10000000")
+            .env("ORDERCAST_MUTATIONS_PER_MINUTE", "100000000")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

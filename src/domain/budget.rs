@@ -44,6 +44,7 @@ impl Budget {
 
     fn spend(&self, customer: Uuid) -> Result<(), DomainError> {
         self.limiter.check_key(&customer).map_err(|not_until| {
+            metrics::counter!(crate::telemetry::metric::RATE_LIMITED, "limit" => self.what).increment(1);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             DomainError::RateLimited {
                 what: self.what,

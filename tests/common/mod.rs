@@ -41,6 +41,9 @@ pub fn kafka_brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| DEFAULT_KAFKA_BROKERS.to_owned())
 }
 
+/// Write budget per customer of the instances tests start (in process or as processes).
+pub const TEST_WRITES_PER_MINUTE: u32 = 1_000_000;
+
 pub fn serve_config() -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -53,7 +56,11 @@ pub fn serve_config() -> ServeConfig {
         topics: CdcTopics::default(),
         limits: Limits::default(),
         http: HttpConfig::default(),
-        rates: RateLimits::default(),
+        // Tests drive one customer far harder than a person does; the budgets have their own tests.
+        rates: RateLimits {
+            create_order_per_minute: TEST_WRITES_PER_MINUTE,
+            mutations_per_minute: TEST_WRITES_PER_MINUTE,
+        },
         live: LiveConfig::default(),
         websocket: WebSocketConfig::default(),
         drain: DrainConfig::default(),

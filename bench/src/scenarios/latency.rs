@@ -81,10 +81,15 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
         let mut sent = Vec::with_capacity(total);
         let mut errors = 0usize;
         let mut first_error = None;
+        // Requests the instance shed at once (UNAVAILABLE with Retry-After), and how fast.
+        let mut refused = hist();
         for t in tasks {
             let (o, version, t0, t1) = t.await?;
             match version {
                 Ok(v) => sent.push((o, v, t0, t1)),
+                Err(e) if format!("{e:#}").contains("UNAVAILABLE") => {
+                    refused.record(t1.duration_since(t0).as_micros().max(1) as u64)?;
+                }
                 Err(e) => {
                     errors += 1;
                     first_error.get_or_insert(format!("{e:#}"));
@@ -125,11 +130,12 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
         let server = server_breakdown(&metrics_before, &metrics_after);
         let achieved = sent.len() as f64 / all_done;
         eprintln!(
-            "[latency] {rate}/s: achieved {achieved:.0}/s, {errors} errors, {missing} missing, A→B {}",
+            "[latency] {rate}/s: achieved {achieved:.0}/s, {} refused, {errors} errors, {missing} missing, A→B {}",
+            refused.len(),
             short(&e2e_s)
         );
         ctx.rows.push(format!(
-            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders | A→B {}; HTTP {}; server p50/p99 ≤ ms: commit→Kafka {}/{}, →consumed {}/{}, →pushed {}/{}; errors {errors}, missing {missing} |",
+            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders | A→B {}; HTTP {}; server p50/p99 ≤ ms: commit→Kafka {}/{}, →consumed {}/{}, →pushed {}/{}; refused {} (p99 {} ms); errors {errors}, missing {missing} |",
             short(&e2e_s),
             short(&summary(&http_h)),
             server["commit_to_kafka"]["p50_le_ms"],
@@ -138,13 +144,15 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
             server["commit_to_consume"]["p99_le_ms"],
             server["commit_to_push"]["p50_le_ms"],
             server["commit_to_push"]["p99_le_ms"],
+            refused.len(),
+            summary(&refused)["p99_ms"],
         ));
         results.push(json!({
             "target_rate": rate, "orders": n, "duration_s": secs,
             "planned": total, "ok": sent.len(), "errors": errors, "first_error": first_error,
             "achieved_rate": achieved, "issue_elapsed_s": send_elapsed,
             "missing_frames": missing, "frames_before_http_response": before_response,
-            "a_to_b": e2e_s, "http_response": summary(&http_h), "server_stages": server,
+            "a_to_b": e2e_s, "http_response": summary(&http_h), "refused": summary(&refused), "server_stages": server,
         }));
     }
     Ok(json!(results))

@@ -6,6 +6,7 @@ mod events;
 mod fanout;
 mod footprint;
 mod latency;
+mod soak;
 mod writes;
 
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ pub(crate) use events::events;
 pub(crate) use fanout::{fanout, parse_fanout_case, FanoutCase};
 pub(crate) use footprint::footprint;
 pub(crate) use latency::latency;
+pub(crate) use soak::soak;
 pub(crate) use writes::writes;
 
 /// Untimed setItemQuantity mutations at 200/s over 50 orders for `secs` seconds, then waits
