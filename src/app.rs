@@ -16,7 +16,7 @@ use crate::auth::Authenticator;
 use crate::cdc::{self, CdcConfig, CdcStatus};
 use crate::config::{DrainConfig, ServeConfig};
 use crate::domain::WriteBudgets;
-use crate::graphql::LiveExecutor;
+use crate::graphql::{LiveExecutor, PersistedDocuments};
 use crate::http::{router, AppState, RequestLimits};
 use crate::live::{self, Hub};
 use crate::server::ListenerSettings;
@@ -80,11 +80,19 @@ impl Application {
         let budgets = Arc::new(WriteBudgets::new(&config.rates));
         tokio::spawn(forget_idle_budgets(budgets.clone()));
         let schema = graphql::build_schema(pool.clone(), hub.clone(), &config.limits, budgets);
+        let documents = Arc::new(PersistedDocuments::new(
+            config.documents.trusted_documents.as_deref(),
+            config.documents.apq_cache_bytes,
+        )?);
+        if let Some(count) = documents.trusted_count() {
+            tracing::info!(documents = count, "running trusted documents only");
+        }
         let live = LiveExecutor::new(
             schema.clone(),
             pool.clone(),
             hub.clone(),
             config.live.render_cache_bytes,
+            documents.clone(),
         );
         let state = AppState {
             schema,
@@ -95,6 +103,7 @@ impl Application {
             database: database.clone(),
             max_body_bytes: config.limits.max_body_bytes,
             requests: RequestLimits::from(&config.http),
+            documents,
             ws: WsSettings::from(&config.websocket),
             draining: draining.clone(),
             shutdown: shutdown_watch,

@@ -442,6 +442,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub rates: RateLimits,
     #[command(flatten)]
+    pub documents: DocumentsConfig,
+    #[command(flatten)]
     pub live: LiveConfig,
     #[command(flatten)]
     pub websocket: WebSocketConfig,
@@ -587,6 +589,28 @@ impl Default for HttpConfig {
             http_header_read_timeout: Duration::from_secs(5),
             http_request_timeout: Duration::from_secs(15),
             http_max_concurrent_requests: 64,
+        }
+    }
+}
+
+/// Persisted operations: Automatic Persisted Queries, and trusted documents.
+#[derive(Debug, Clone, Args)]
+pub struct DocumentsConfig {
+    /// A manifest of the operations the apps ship (Apollo's persisted query manifest, or a
+    /// JSON object of id → document as Relay and GraphQL Codegen write it). When set, only
+    /// those operations run, on every transport; anything else gets PERSISTED_QUERY_NOT_IN_LIST.
+    #[arg(long, env = "ORDERCAST_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
+    /// Bytes of documents registered through Automatic Persisted Queries kept per instance.
+    #[arg(long, env = "ORDERCAST_APQ_CACHE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub apq_cache_bytes: u64,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        Self {
+            trusted_documents: None,
+            apq_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -745,6 +769,26 @@ mod tests {
         assert!(positive_duration("0s").unwrap_err().contains("longer than zero"));
         assert!(positive_duration("seven days").unwrap_err().contains("examples"));
         assert!(positive_duration("-5m").is_err());
+    }
+
+    #[test]
+    fn the_defaults_of_the_limits_are_the_documented_ones() {
+        let cli = Cli::try_parse_from(["ordercast", "serve"]).unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve parses as serve")
+        };
+        assert_eq!(format!("{:?}", serve.http), format!("{:?}", HttpConfig::default()));
+        assert_eq!(format!("{:?}", serve.rates), format!("{:?}", RateLimits::default()));
+        assert_eq!(
+            format!("{:?}", serve.documents),
+            format!("{:?}", DocumentsConfig::default())
+        );
+        assert_eq!(
+            format!("{:?}", serve.websocket),
+            format!("{:?}", WebSocketConfig::default())
+        );
+        assert_eq!(format!("{:?}", serve.live), format!("{:?}", LiveConfig::default()));
+        assert_eq!(format!("{:?}", serve.limits), format!("{:?}", Limits::default()));
     }
 
     #[test]

@@ -26,7 +26,10 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use crate::auth::{AuthError, Authenticator};
 use crate::cdc::{CdcHealth, CdcStatus};
 use crate::domain::ErrorCode;
-use crate::graphql::{error_response_body, operation_type, AppSchema, LiveExecutor, RequestAuth};
+use crate::graphql::{
+    error_response_body, operation_type, AppSchema, ClientRequest, LiveExecutor, PersistedDocuments, PersistedError,
+    RequestAuth,
+};
 use crate::server::ConnectionSlot;
 use crate::telemetry::metric;
 use crate::ws::{self, WsSettings};
@@ -45,6 +48,8 @@ pub struct AppState {
     pub database: Arc<db::DatabaseStatus>,
     pub max_body_bytes: usize,
     pub requests: RequestLimits,
+    /// Automatic Persisted Queries, and the trusted documents if only those run.
+    pub documents: Arc<PersistedDocuments>,
     pub ws: WsSettings,
     /// Set on SIGTERM: `/readyz` fails while in-flight work drains.
     pub draining: Arc<AtomicBool>,
@@ -229,7 +234,7 @@ async fn graphql_post(
         }
         Err(_) => return transport_error(StatusCode::BAD_REQUEST, "the request body could not be read"),
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let request: ClientRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(_) => {
             return transport_error(
@@ -237,6 +242,10 @@ async fn graphql_post(
                 "the body must be one GraphQL request as JSON: {\"query\": \"...\", \"variables\": {...}}",
             )
         }
+    };
+    let request = match state.documents.resolve(request) {
+        Ok(request) => request,
+        Err(refused) => return persisted_refusal(&refused),
     };
     execute(&state, &headers, request).await
 }
@@ -252,8 +261,22 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     }
     let query = parts.uri.query().unwrap_or_default();
     let request = match async_graphql::http::parse_query_string(query) {
+        Ok(request) => ClientRequest {
+            request,
+            document_id: url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "documentId" || key == "doc_id")
+                .map(|(_, id)| id.into_owned()),
+        },
+        Err(_) => {
+            return transport_error(
+                StatusCode::BAD_REQUEST,
+                "the query string must carry `query=...` or a persisted document's id",
+            )
+        }
+    };
+    let request = match state.documents.resolve(request) {
         Ok(request) => request,
-        Err(_) => return transport_error(StatusCode::BAD_REQUEST, "the query string must carry `query=...`"),
+        Err(refused) => return persisted_refusal(&refused),
     };
     if !is_query_operation(&request) {
         let mut response = transport_error(
@@ -316,7 +339,15 @@ async fn serve_transport(socket: WebSocket, state: AppState) {
 }
 
 async fn serve_legacy(socket: WebSocket, state: AppState) {
-    ws::legacy::serve(socket, state.schema, state.authenticator, state.ws, state.shutdown).await;
+    ws::legacy::serve(
+        socket,
+        state.schema,
+        state.documents,
+        state.authenticator,
+        state.ws,
+        state.shutdown,
+    )
+    .await;
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
@@ -352,6 +383,16 @@ fn database_not_ready(state: &AppState) -> Option<Response> {
     let message = format!("ordercast cannot reach its database yet ({reason}); retry shortly");
     let body = Json(error_response_body(ErrorCode::Unavailable, &message));
     Some((StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], body).into_response())
+}
+
+/// An unknown persisted document is part of the APQ handshake (200, the client
+/// sends the document next); the others are the client's mistake.
+fn persisted_refusal(refused: &PersistedError) -> Response {
+    let status = match refused {
+        PersistedError::NotFound => StatusCode::OK,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(error_response_body(refused.code(), &refused.to_string()))).into_response()
 }
 
 fn transport_error(status: StatusCode, message: &str) -> Response {

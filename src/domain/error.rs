@@ -17,11 +17,15 @@ pub enum ErrorCode {
     Unavailable,
     /// A per-connection or per-customer limit was reached; the message names it.
     LimitExceeded,
+    /// Automatic Persisted Queries: send the document with its hash once.
+    PersistedQueryNotFound,
+    /// Only trusted documents run here, and this one is not among them.
+    PersistedQueryNotInList,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -32,6 +36,8 @@ impl ErrorCode {
         ErrorCode::ProductUnavailable,
         ErrorCode::Unavailable,
         ErrorCode::LimitExceeded,
+        ErrorCode::PersistedQueryNotFound,
+        ErrorCode::PersistedQueryNotInList,
         ErrorCode::Internal,
     ];
 
@@ -47,6 +53,8 @@ impl ErrorCode {
             ErrorCode::ProductUnavailable => "PRODUCT_UNAVAILABLE",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            ErrorCode::PersistedQueryNotInList => "PERSISTED_QUERY_NOT_IN_LIST",
             ErrorCode::Internal => "INTERNAL",
         }
     }

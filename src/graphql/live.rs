@@ -25,12 +25,12 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Request, Response, Variables};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::context::RequestAuth;
-use super::{error_response_body, operation_type, AppSchema};
+use super::{error_response_body, operation_type, AppSchema, ClientRequest, PersistedDocuments};
 use crate::auth::Caller;
 use crate::domain::{ChangeKind, ErrorCode};
 use crate::live::{self, Hub, LiveError, Topic, Update};
@@ -111,21 +111,36 @@ pub struct LiveExecutor {
     db: DatabaseConnection,
     hub: Arc<Hub>,
     rendered: Arc<RenderCache>,
+    documents: Arc<PersistedDocuments>,
 }
 
 impl LiveExecutor {
     /// `render_cache_bytes` bounds the memory of rendered updates kept for reuse.
-    pub fn new(schema: AppSchema, db: DatabaseConnection, hub: Arc<Hub>, render_cache_bytes: u64) -> Self {
+    pub fn new(
+        schema: AppSchema,
+        db: DatabaseConnection,
+        hub: Arc<Hub>,
+        render_cache_bytes: u64,
+        documents: Arc<PersistedDocuments>,
+    ) -> Self {
         LiveExecutor {
             schema,
             db,
             hub,
             rendered: Arc::new(RenderCache::new(render_cache_bytes)),
+            documents,
         }
     }
 
     /// The messages of one operation sent by an authenticated connection.
-    pub fn execute(&self, request: Request, caller: Caller) -> BoxStream<'static, Output> {
+    pub fn execute(&self, request: ClientRequest, caller: Caller) -> BoxStream<'static, Output> {
+        let request = match self.documents.resolve(request) {
+            Ok(request) => request,
+            Err(refused) => {
+                let errors = error_response_body(refused.code(), &refused.to_string())["errors"].take();
+                return stream::once(async move { Output::Error(to_json(&errors)) }).boxed();
+            }
+        };
         if operation_type(&request.query, request.operation_name.as_deref()) != Some(OperationType::Subscription) {
             let request = request.data(RequestAuth::Authenticated(caller));
             return self.schema.execute_stream(request).map(Output::of).boxed();

@@ -7,6 +7,7 @@ mod cursor;
 mod errors;
 mod live;
 mod mutation;
+mod persisted;
 mod query;
 mod subscription;
 mod types;
@@ -21,6 +22,7 @@ pub use context::RequestAuth;
 pub use errors::{error_response_body, ErrorCodes};
 pub use live::{LiveExecutor, Output};
 pub use mutation::MutationRoot;
+pub use persisted::{ClientRequest, ManifestError, PersistedDocuments, PersistedError};
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 

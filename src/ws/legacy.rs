@@ -1,8 +1,9 @@
 //! The legacy `graphql-ws` protocol (subscriptions-transport-ws) of older
 //! Apollo clients. async-graphql runs the protocol; this module wraps it with
 //! what the strict protocol has too: an init timeout (close 4408), the
-//! per-connection operation limit (an `error` with `LIMIT_EXCEEDED`), a write
-//! timeout, the login's expiry (close 4403) and shutdown (close 1001).
+//! per-connection operation limit (an `error` with `LIMIT_EXCEEDED`), persisted
+//! documents (a `start` may name one), a write timeout, the login's expiry
+//! (close 4403) and shutdown (close 1001).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,13 +13,13 @@ use async_graphql::Data;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{connection_caller, limit_exceeded_errors, within_write_timeout, WsSettings};
 use crate::auth::Authenticator;
-use crate::graphql::{AppSchema, RequestAuth};
+use crate::graphql::{error_response_body, AppSchema, ClientRequest, PersistedDocuments, RequestAuth};
 
 /// Messages handed to async-graphql that have not been taken yet.
 const INPUT_QUEUE: usize = 16;
@@ -38,10 +39,31 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// A `start` message with its persisted document filled in, or the errors that
+/// refuse it. A message that is not a well-formed `start` goes on unchanged, for
+/// async-graphql to answer.
+fn with_document(documents: &PersistedDocuments, start: &[u8]) -> Result<Vec<u8>, Value> {
+    let Ok(mut message) = serde_json::from_slice::<Value>(start) else {
+        return Ok(start.to_vec());
+    };
+    let Some(payload) = message.get_mut("payload") else {
+        return Ok(start.to_vec());
+    };
+    let Ok(request) = serde_json::from_value::<ClientRequest>(payload.clone()) else {
+        return Ok(start.to_vec());
+    };
+    let request = documents
+        .resolve(request)
+        .map_err(|refused| error_response_body(refused.code(), &refused.to_string())["errors"].take())?;
+    payload["query"] = request.query.into();
+    Ok(serde_json::to_vec(&message).unwrap_or_else(|_| start.to_vec()))
+}
+
 /// Serves one legacy `graphql-ws` connection until it closes.
 pub async fn serve(
     socket: WebSocket,
     schema: AppSchema,
+    documents: Arc<PersistedDocuments>,
     authenticator: Arc<Authenticator>,
     settings: WsSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -82,29 +104,40 @@ pub async fn serve(
     let (code, reason) = loop {
         tokio::select! {
             message = incoming.next() => {
-                let bytes = match message {
+                let mut bytes = match message {
                     Some(Ok(Message::Text(text))) => Vec::from(text.as_bytes()),
                     Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Err(error)) if super::is_too_large(&error) => break (1009, "Message too big".to_owned()),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 };
-                match Envelope::read(&bytes) {
-                    Some(Envelope { kind: "start", id: Some(id) }) if !running.contains(id.as_ref()) => {
-                        if running.len() >= settings.max_operations {
-                            let payload = limit_exceeded_errors(settings.max_operations);
-                            let refusal = json!({ "type": "error", "id": id, "payload": payload }).to_string();
+                let starting = match Envelope::read(&bytes) {
+                    Some(Envelope { kind: "start", id: Some(id) }) if !running.contains(id.as_ref()) => Some(id.into_owned()),
+                    Some(Envelope { kind: "stop", id: Some(id) }) => {
+                        running.remove(id.as_ref());
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(id) = starting {
+                    let admitted = if running.len() >= settings.max_operations {
+                        Err(limit_exceeded_errors(settings.max_operations))
+                    } else {
+                        with_document(&documents, &bytes)
+                    };
+                    match admitted {
+                        Ok(start) => {
+                            bytes = start;
+                            running.insert(id);
+                        }
+                        Err(errors) => {
+                            let refusal = json!({ "type": "error", "id": id, "payload": errors }).to_string();
                             if within_write_timeout(settings.write_timeout, sink.send(Message::Text(refusal.into()))).await.is_err() {
                                 return;
                             }
                             continue;
                         }
-                        running.insert(id.into_owned());
                     }
-                    Some(Envelope { kind: "stop", id: Some(id) }) => {
-                        running.remove(id.as_ref());
-                    }
-                    _ => {}
                 }
                 if input.send(bytes).await.is_err() {
                     return;

@@ -94,7 +94,7 @@ enum ClientMessage {
     Pong {},
     Subscribe {
         id: String,
-        payload: Box<async_graphql::Request>,
+        payload: Box<crate::graphql::ClientRequest>,
     },
     Complete {
         id: String,

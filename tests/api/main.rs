@@ -8,6 +8,7 @@ mod invariants;
 mod limits;
 mod orders;
 mod overload;
+mod persisted;
 mod race;
 mod readiness;
 mod retry;

@@ -162,11 +162,19 @@ async fn one_instance_prunes_at_a_time() {
         .execute_unprepared(&format!("SELECT pg_advisory_unlock({PRUNE_LOCK_KEY})"))
         .await
         .unwrap();
-    let outcome = pruner
-        .pass(Duration::from_secs(86_400), LockWait::Wait(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert!(matches!(outcome, PassOutcome::Pruned(_)), "{outcome:?}");
+    // Other tests' instances prune the same shared database meanwhile; a pass of theirs may hold
+    // the lock (or rows) past one lock timeout on a large development database, so try thrice.
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let outcome = pruner
+            .pass(Duration::from_secs(86_400), LockWait::Wait(Duration::from_secs(60)))
+            .await;
+        if let Ok(PassOutcome::Pruned(_)) = outcome {
+            return;
+        }
+        attempts.push(format!("{outcome:?}"));
+    }
+    panic!("no pass pruned once the lock was free: {attempts:#?}");
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use ordercast::app::Application;
 use ordercast::auth::DevelopmentTokens;
 use ordercast::config::{
-    AuthConfig, CdcTopics, DatabaseConfig, DrainConfig, HistoryConfig, HttpConfig, KafkaConfig, Limits, LiveConfig,
-    RateLimits, ServeConfig, WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
+    AuthConfig, CdcTopics, DatabaseConfig, DocumentsConfig, DrainConfig, HistoryConfig, HttpConfig, KafkaConfig,
+    Limits, LiveConfig, RateLimits, ServeConfig, WebSocketConfig, DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BROKERS,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
@@ -56,6 +56,7 @@ pub fn serve_config() -> ServeConfig {
         topics: CdcTopics::default(),
         limits: Limits::default(),
         http: HttpConfig::default(),
+        documents: DocumentsConfig::default(),
         // Tests drive one customer far harder than a person does; the budgets have their own tests.
         rates: RateLimits {
             create_order_per_minute: TEST_WRITES_PER_MINUTE,
