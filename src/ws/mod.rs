@@ -14,7 +14,9 @@
 //! `graphql::LiveExecutor`, at most `max_operations` at once: the next
 //! `subscribe` gets an `error` with `LIMIT_EXCEEDED`) and a keep-alive ping. While
 //! the socket cannot take more, no operation is polled, so a slow client backs
-//! up into its own hub queues and is resynced there; nobody else waits.
+//! up into its own hub queues and is resynced there; nobody else waits. A
+//! client that stops reading altogether is dropped once one send has waited
+//! `write_timeout`, and a message over `max_message_bytes` closes with 1009.
 
 pub mod legacy;
 
@@ -35,7 +37,7 @@ use crate::graphql::{error_response_body, LiveExecutor, Output};
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
 
-/// Timing of the protocol.
+/// Timing and limits of both WebSocket protocols.
 #[derive(Debug, Clone, Copy)]
 pub struct WsSettings {
     /// How long a client may take to send `connection_init`.
