@@ -102,7 +102,7 @@ impl Application {
             cdc: cdc_status.clone(),
             database: database.clone(),
             max_body_bytes: config.limits.max_body_bytes,
-            requests: RequestLimits::from(&config.http),
+            requests: RequestLimits::new(&config.http, &config.database),
             documents,
             ws: WsSettings::from(&config.websocket),
             draining: draining.clone(),

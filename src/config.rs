@@ -576,10 +576,11 @@ pub struct HttpConfig {
     /// How long one GraphQL request over HTTP may take before it is answered `UNAVAILABLE`.
     #[arg(long, env = "ORDERCAST_HTTP_REQUEST_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
     pub http_request_timeout: Duration,
-    /// GraphQL requests over HTTP served at once; beyond it requests are refused at once
-    /// with `UNAVAILABLE` and `Retry-After` instead of queueing for a database connection.
-    #[arg(long, env = "ORDERCAST_HTTP_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    pub http_max_concurrent_requests: u32,
+    /// GraphQL requests over HTTP served at once (default: ORDERCAST_DB_MAX_CONNECTIONS, so an
+    /// admitted request never queues for a database connection); beyond it requests are
+    /// refused at once with `UNAVAILABLE` and `Retry-After`.
+    #[arg(long, env = "ORDERCAST_HTTP_MAX_CONCURRENT_REQUESTS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_concurrent_requests: Option<u32>,
 }
 
 impl Default for HttpConfig {
@@ -588,7 +589,7 @@ impl Default for HttpConfig {
             http_max_connections: 20_000,
             http_header_read_timeout: Duration::from_secs(5),
             http_request_timeout: Duration::from_secs(15),
-            http_max_concurrent_requests: 64,
+            http_max_concurrent_requests: None,
         }
     }
 }

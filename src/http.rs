@@ -64,11 +64,13 @@ pub struct RequestLimits {
     pub timeout: Duration,
 }
 
-impl From<&crate::config::HttpConfig> for RequestLimits {
-    fn from(config: &crate::config::HttpConfig) -> Self {
+impl RequestLimits {
+    /// Without a configured limit, as many requests as the pool has connections run at once.
+    pub fn new(http: &crate::config::HttpConfig, database: &crate::config::DatabaseConfig) -> Self {
+        let max_concurrent = http.http_max_concurrent_requests.unwrap_or(database.db_max_connections);
         RequestLimits {
-            max_concurrent: usize::try_from(config.http_max_concurrent_requests).unwrap_or(usize::MAX),
-            timeout: config.http_request_timeout,
+            max_concurrent: usize::try_from(max_concurrent.max(1)).unwrap_or(usize::MAX),
+            timeout: http.http_request_timeout,
         }
     }
 }

@@ -34,7 +34,7 @@ async fn refused(response: reqwest::Response) -> (Value, Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_concurrency_limit_requests_are_refused_at_once_and_a_stuck_one_times_out() {
     let mut config = serve_config();
-    config.http.http_max_concurrent_requests = 1;
+    config.http.http_max_concurrent_requests = Some(1);
     config.http.http_request_timeout = Duration::from_secs(2);
     let app = spawn_app_with(config).await;
     let token = app.token(app.new_customer().await);

@@ -84,19 +84,44 @@ pub(crate) async fn soak(ctx: &mut Ctx, server: &Server) -> Result<Value> {
     let order = create_orders(ctx, server, 1, true).await?[0];
     let bystander = Bystander::start(ctx, server);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let baseline_kib = server.rss_kib();
-    let mut peak_kib = baseline_kib;
+    let baseline = footprint(server).await;
     let quiet = bystander.phase();
-    eprintln!(
-        "[soak] baseline RSS {baseline_kib} KiB; normal client {}",
-        short(&quiet)
-    );
+    eprintln!("[soak] baseline {baseline}; normal client {}", short(&quiet));
+    // Two rounds: the first also grows what an instance keeps for later (the pool's connections,
+    // buffers the allocator keeps); a leak would show as the second round ending higher.
+    let mut rounds = Vec::new();
+    for round in 1..=2 {
+        rounds.push(attack_round(ctx, server, order, &bystander, round).await?);
+    }
+    drop(bystander);
+    ctx.rows.push(format!(
+        "| soak | normal client p99 in round 2 (10k subscribes / 2k slow headers / non-reader / 5k burst), quiet {} ms | {} / {} / {} / {} ms; RSS MiB: baseline {}, after round 1 {}, after round 2 {} |",
+        quiet["p99_ms"],
+        rounds[1]["normal_client"]["subscribes"]["p99_ms"],
+        rounds[1]["normal_client"]["slow_headers"]["p99_ms"],
+        rounds[1]["normal_client"]["non_reader"]["p99_ms"],
+        rounds[1]["normal_client"]["burst"]["p99_ms"],
+        baseline["rss_kib"].as_u64().unwrap_or(0) / 1024,
+        rounds[0]["after"]["rss_kib"].as_u64().unwrap_or(0) / 1024,
+        rounds[1]["after"]["rss_kib"].as_u64().unwrap_or(0) / 1024,
+    ));
+    Ok(json!({ "baseline": baseline, "quiet": quiet, "rounds": rounds }))
+}
 
+/// Every attack once, then 10 s of quiet; what the instance did and held, and the normal client.
+async fn attack_round(
+    ctx: &Ctx,
+    server: &Server,
+    order: uuid::Uuid,
+    bystander: &Bystander,
+    round: usize,
+) -> Result<Value> {
+    let mut peak_kib = server.rss_kib();
     let subscribes = many_subscribes(ctx, server, order, 10_000).await?;
     peak_kib = peak_kib.max(server.rss_kib());
     let during_subscribes = bystander.phase();
     eprintln!(
-        "[soak] 10,000 subscribes on one socket: {subscribes}; normal client {}",
+        "[soak {round}] 10,000 subscribes on one socket: {subscribes}; normal client {}",
         short(&during_subscribes)
     );
 
@@ -104,7 +129,7 @@ pub(crate) async fn soak(ctx: &mut Ctx, server: &Server) -> Result<Value> {
     peak_kib = peak_kib.max(slow_peak);
     let during_slow = bystander.phase();
     eprintln!(
-        "[soak] 2,000 slow-header connections: {slow}; normal client {}",
+        "[soak {round}] 2,000 slow-header connections: {slow}; normal client {}",
         short(&during_slow)
     );
 
@@ -112,7 +137,7 @@ pub(crate) async fn soak(ctx: &mut Ctx, server: &Server) -> Result<Value> {
     peak_kib = peak_kib.max(server.rss_kib());
     let during_non_reader = bystander.phase();
     eprintln!(
-        "[soak] a client that never reads: {non_reader}; normal client {}",
+        "[soak {round}] a client that never reads: {non_reader}; normal client {}",
         short(&during_non_reader)
     );
 
@@ -120,26 +145,37 @@ pub(crate) async fn soak(ctx: &mut Ctx, server: &Server) -> Result<Value> {
     peak_kib = peak_kib.max(burst_peak);
     let during_burst = bystander.phase();
     eprintln!(
-        "[soak] 5,000 concurrent requests: {burst}; normal client {}",
+        "[soak {round}] 5,000 concurrent requests: {burst}; normal client {}",
         short(&during_burst)
     );
 
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after_kib = server.rss_kib();
-    let after = bystander.phase();
-    drop(bystander);
-    eprintln!("[soak] RSS: baseline {baseline_kib} KiB, peak {peak_kib} KiB, 10 s after {after_kib} KiB");
-    ctx.rows.push(format!(
-        "| soak | normal client p99 (quiet / 10k subscribes / 2k slow headers / non-reader / 5k burst) | {} / {} / {} / {} / {} ms; RSS {} → peak {} → {} MiB after |",
-        quiet["p99_ms"], during_subscribes["p99_ms"], during_slow["p99_ms"], during_non_reader["p99_ms"], during_burst["p99_ms"],
-        baseline_kib / 1024, peak_kib / 1024, after_kib / 1024,
-    ));
+    let after = footprint(server).await;
+    let quiet_after = bystander.phase();
+    eprintln!("[soak {round}] peak RSS {peak_kib} KiB; 10 s later {after}");
     Ok(json!({
-        "normal_client": { "quiet": quiet, "subscribes": during_subscribes, "slow_headers": during_slow,
-                           "non_reader": during_non_reader, "burst": during_burst, "after": after },
+        "normal_client": { "subscribes": during_subscribes, "slow_headers": during_slow,
+                           "non_reader": during_non_reader, "burst": during_burst, "quiet_after": quiet_after },
         "subscribes": subscribes, "slow_headers": slow, "non_reader": non_reader, "burst": burst,
-        "rss_kib": { "baseline": baseline_kib, "peak": peak_kib, "after_10s": after_kib },
+        "peak_rss_kib": peak_kib, "after": after,
     }))
+}
+
+/// The instance's RSS and what it holds for its clients (gauges from `/metrics`).
+async fn footprint(server: &Server) -> Value {
+    let metrics = server.metrics().await;
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().last())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    json!({
+        "rss_kib": server.rss_kib(),
+        "connections": gauge("ordercast_http_open_connections"),
+        "subscriptions": gauge("ordercast_live_subscriptions"),
+    })
 }
 
 /// `attempts` subscribes on one socket: all but the operation limit are refused with `error`.
