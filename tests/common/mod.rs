@@ -43,6 +43,8 @@ pub fn kafka_brokers() -> String {
 
 /// Write budget per customer of the instances tests start (in process or as processes).
 pub const TEST_WRITES_PER_MINUTE: u32 = 1_000_000;
+/// GraphQL requests over HTTP the instances tests start admit at once.
+pub const TEST_MAX_CONCURRENT_REQUESTS: u32 = 1_024;
 
 pub fn serve_config() -> ServeConfig {
     ServeConfig {
@@ -55,7 +57,11 @@ pub fn serve_config() -> ServeConfig {
         kafka: KafkaConfig::new(kafka_brokers()),
         topics: CdcTopics::default(),
         limits: Limits::default(),
-        http: HttpConfig::default(),
+        // Tests race dozens of requests at one instance on purpose; admission has its own tests.
+        http: HttpConfig {
+            http_max_concurrent_requests: Some(TEST_MAX_CONCURRENT_REQUESTS),
+            ..HttpConfig::default()
+        },
         documents: DocumentsConfig::default(),
         // Tests drive one customer far harder than a person does; the budgets have their own tests.
         rates: RateLimits {

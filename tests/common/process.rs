@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::{database_url, kafka_brokers, Endpoint, TEST_JWT_SECRET, TEST_WRITES_PER_MINUTE};
+use super::{
+    database_url, kafka_brokers, Endpoint, TEST_JWT_SECRET, TEST_MAX_CONCURRENT_REQUESTS, TEST_WRITES_PER_MINUTE,
+};
 
 pub struct ServeProcess {
     pub name: String,
@@ -36,6 +38,10 @@ pub fn serve_command(binary: &str) -> Command {
         .env("ORDERCAST_JWT_SECRET", TEST_JWT_SECRET)
         .env("ORDERCAST_CREATE_ORDER_PER_MINUTE", TEST_WRITES_PER_MINUTE.to_string())
         .env("ORDERCAST_MUTATIONS_PER_MINUTE", TEST_WRITES_PER_MINUTE.to_string())
+        .env(
+            "ORDERCAST_HTTP_MAX_CONCURRENT_REQUESTS",
+            TEST_MAX_CONCURRENT_REQUESTS.to_string(),
+        )
         .env("RUST_LOG", "info,sqlx=warn,sea_orm=warn,rdkafka=warn");
     command
 }
