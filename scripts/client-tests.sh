@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make client-tests`: real clients against a real ordercast. With the stack up,
 # build ordercast, migrate and seed, serve it on a free port, then run the Node
-# tests in clients/test/ (graphql-ws, urql, raw protocol checks, GraphiQL in
-# headless Chromium). The server is always stopped; exits with node's status.
+# tests in clients/test/ (graphql-ws, urql, raw protocol checks, the
+# graphql-http audits of the GraphQL over HTTP spec, GraphiQL in headless Chromium). The server is always stopped; exits with node's status.
 #
 # Needs Node >= 20 and npm; installs Debian's chromium if /usr/bin/chromium is
 # missing. DATABASE_URL and KAFKA_BROKERS pass through (the Makefile exports them).

@@ -95,6 +95,12 @@ pub(super) async fn get(State(state): State<AppState>, request: Request) -> Resp
 }
 
 async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
+    if request.query.trim().is_empty() {
+        return transport_error(
+            StatusCode::BAD_REQUEST,
+            "the request carries no `query` (nor the id of a persisted document)",
+        );
+    }
     let auth = request_auth(&state.authenticator, headers).await;
     let response = state.schema.execute(request.data(auth)).await;
     MediaType::accepted(headers).respond(response)
