@@ -21,9 +21,6 @@ use super::{connection_caller, limit_exceeded_errors, within_write_timeout, WsSe
 use crate::auth::Authenticator;
 use crate::graphql::{error_response_body, AppSchema, ClientRequest, PersistedDocuments, RequestAuth};
 
-/// Messages handed to async-graphql that have not been taken yet.
-const INPUT_QUEUE: usize = 16;
-
 /// The type and id of a message, all the wrapper needs to count operations.
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -72,7 +69,10 @@ pub async fn serve(
     let (login_tx, mut login) = watch::channel(None::<Instant>);
     let logged_in = login.clone();
     let (mut sink, mut incoming) = socket.split();
-    let (mut input, input_rx) = futures::channel::mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
+    // Never awaited: waiting for room would stop polling `output`, the only thing that takes
+    // from it. async-graphql takes everything queued whenever it is polled, except while it
+    // checks the `connection_init` token; a client that sends more than this meanwhile is closed.
+    let (mut input, input_rx) = futures::channel::mpsc::channel::<Vec<u8>>(settings.max_operations + 16);
     let mut output = std::pin::pin!(LegacyProtocol::new(
         schema,
         input_rx,
@@ -139,8 +139,10 @@ pub async fn serve(
                         }
                     }
                 }
-                if input.send(bytes).await.is_err() {
-                    return;
+                match input.try_send(bytes) {
+                    Ok(()) => {}
+                    Err(full) if full.is_full() => break (1008, "Too many messages before the server could read them".to_owned()),
+                    Err(_) => return,
                 }
             }
             message = output.next() => {
