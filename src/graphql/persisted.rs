@@ -13,7 +13,7 @@
 //! `PERSISTED_QUERY_NOT_IN_LIST`, so a stolen token cannot run arbitrary
 //! queries. Nothing is registered at run time then.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -78,11 +78,12 @@ pub enum ManifestError {
     Malformed { path: String, why: String },
 }
 
-/// The documents of a manifest, by id and by the hash of their text.
+/// The documents of a manifest, by their id and by the SHA-256 of their text
+/// (so APQ hashes find them whatever ids the manifest uses).
 #[derive(Debug)]
 struct Manifest {
     by_id: HashMap<String, Arc<str>>,
-    texts: HashSet<String>,
+    documents: usize,
 }
 
 /// The persisted documents of one instance.
@@ -117,7 +118,7 @@ impl PersistedDocuments {
 
     /// How many documents are trusted, if only trusted documents run.
     pub fn trusted_count(&self) -> Option<usize> {
-        self.trusted.as_ref().map(|manifest| manifest.by_id.len())
+        self.trusted.as_ref().map(|manifest| manifest.documents)
     }
 
     /// The request with its document filled in, or why it cannot run.
@@ -135,7 +136,7 @@ impl PersistedDocuments {
                     request.query = document.to_string();
                     Ok(request)
                 }
-                None if manifest.texts.contains(&sha256_hex(&request.query)) => Ok(request),
+                None if manifest.by_id.contains_key(&sha256_hex(&request.query)) => Ok(request),
                 None => Err(PersistedError::NotInList),
             };
         }
@@ -209,9 +210,17 @@ impl Manifest {
         if documents.is_empty() {
             return Err("it lists no documents".to_owned());
         }
-        let texts = documents.iter().map(|(_, body)| sha256_hex(body)).collect();
-        let by_id = documents.into_iter().map(|(id, body)| (id, Arc::from(body))).collect();
-        Ok(Manifest { by_id, texts })
+        let count = documents.len();
+        let mut by_id = HashMap::with_capacity(2 * count);
+        for (id, body) in documents {
+            let body: Arc<str> = Arc::from(body);
+            by_id.insert(sha256_hex(&body), body.clone());
+            by_id.insert(id, body);
+        }
+        Ok(Manifest {
+            by_id,
+            documents: count,
+        })
     }
 }
 
@@ -267,6 +276,7 @@ mod tests {
             json!({ "documentId": "me-1" }),
             json!({ "doc_id": "me-1" }),
             json!({ "query": ME }),
+            json!({ "extensions": apq(&sha256_hex(ME)) }),
         ] {
             assert_eq!(documents.resolve(client(known)).unwrap().query, ME);
         }
