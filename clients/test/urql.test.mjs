@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 
 import { Client, fetchExchange, gql, subscriptionExchange } from '@urql/core';
+import { persistedExchange } from '@urql/exchange-persisted';
 
 import { email, httpUrl, token, within, wsClient } from '../lib/ordercast.mjs';
 
@@ -100,4 +101,43 @@ test('urql mutation and subscription: ITEM_ADDED follows the SNAPSHOT', { timeou
   } finally {
     unsubscribe();
   }
+});
+
+test('urql persisted queries (APQ over GET): the hash alone once the server has the document', { timeout: 20000 }, async () => {
+  const sent = [];
+  const recording = (url, init) => {
+    const request = new URL(url);
+    const body = init?.body ? JSON.parse(init.body) : undefined;
+    sent.push({
+      method: init?.method ?? 'GET',
+      query: body ? body.query : request.searchParams.get('query'),
+      extensions: body ? body.extensions : JSON.parse(request.searchParams.get('extensions') ?? 'null'),
+    });
+    return fetch(url, init);
+  };
+  const persisted = new Client({
+    url: httpUrl,
+    fetch: recording,
+    exchanges: [persistedExchange({ preferGetForPersistedQueries: true }), fetchExchange],
+    fetchOptions: () => ({ headers: { authorization: `Bearer ${token}` } }),
+    requestPolicy: 'network-only',
+  });
+  // An alias unique to this run: the server has never seen this document.
+  const document = gql(`{ r${Date.now()}: me { email } }`);
+
+  const first = await persisted.query(document, {}).toPromise();
+  assert.equal(first.error, undefined, first.error?.message);
+  assert.equal(Object.values(first.data)[0].email, email);
+  assert.equal(sent.length, 2, JSON.stringify(sent));
+  assert.ok(!sent[0].query, 'the first try sends only the hash');
+  assert.equal(sent[0].extensions.persistedQuery.version, 1);
+  assert.ok(sent[1].query, 'after PERSISTED_QUERY_NOT_FOUND the document follows with its hash');
+
+  sent.length = 0;
+  const second = await persisted.query(document, {}).toPromise();
+  assert.equal(second.error, undefined, second.error?.message);
+  assert.deepEqual(second.data, first.data);
+  assert.equal(sent.length, 1, JSON.stringify(sent));
+  assert.equal(sent[0].method, 'GET');
+  assert.ok(!sent[0].query, 'from then on the hash alone');
 });
