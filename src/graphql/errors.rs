@@ -92,7 +92,12 @@ fn assign_code(error: &mut ServerError) {
 /// A GraphQL-shaped error body for failures before execution (body too large,
 /// not JSON), so clients parse every error the same way.
 pub fn error_response_body(code: ErrorCode, message: &str) -> serde_json::Value {
-    serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+    serde_json::json!({ "errors": error_list(code, message) })
+}
+
+/// The same error as a bare list: the payload of a WebSocket `error` message.
+pub fn error_list(code: ErrorCode, message: &str) -> serde_json::Value {
+    serde_json::json!([{ "message": message, "extensions": { "code": code.as_str() } }])
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::context::RequestAuth;
-use super::{error_response_body, operation_type, AppSchema, ClientRequest, PersistedDocuments};
+use super::{error_list, operation_type, AppSchema, ClientRequest, PersistedDocuments};
 use crate::auth::Caller;
 use crate::domain::{ChangeKind, ErrorCode};
 use crate::live::{self, Hub, LiveError, Topic, Update};
@@ -92,9 +92,7 @@ impl Output {
 
     /// For the impossible case of a render execution that yields nothing.
     fn internal() -> Self {
-        Output::Error(to_json(
-            &error_response_body(ErrorCode::Internal, "internal error")["errors"],
-        ))
+        Output::Error(to_json(&error_list(ErrorCode::Internal, "internal error")))
     }
 }
 
@@ -137,7 +135,7 @@ impl LiveExecutor {
         let request = match self.documents.resolve(request) {
             Ok(request) => request,
             Err(refused) => {
-                let errors = error_response_body(refused.code(), &refused.to_string())["errors"].take();
+                let errors = error_list(refused.code(), &refused.to_string());
                 return stream::once(async move { Output::Error(to_json(&errors)) }).boxed();
             }
         };

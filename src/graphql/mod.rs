@@ -19,7 +19,7 @@ use async_graphql::{Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 
 pub use context::RequestAuth;
-pub use errors::{error_response_body, ErrorCodes};
+pub use errors::{error_list, error_response_body, ErrorCodes};
 pub use live::{LiveExecutor, Output};
 pub use mutation::MutationRoot;
 pub use persisted::{ClientRequest, ManifestError, PersistedDocuments, PersistedError};

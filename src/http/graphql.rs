@@ -150,16 +150,16 @@ impl MediaType {
         let not_executed = response.data == async_graphql::Value::Null
             && !response.errors.is_empty()
             && response.errors.iter().all(|error| error.path.is_empty());
+        let headers = [(header::CONTENT_TYPE, self.content_type())];
+        if self != MediaType::GraphqlResponse || !not_executed {
+            return (StatusCode::OK, headers, Json(response)).into_response();
+        }
+        // Only this rare answer goes through a `Value`, to drop the `data` entry.
         let mut body = serde_json::to_value(&response).unwrap_or_default();
-        let status = if self == MediaType::GraphqlResponse && not_executed {
-            if let Some(body) = body.as_object_mut() {
-                body.remove("data");
-            }
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-        (status, [(header::CONTENT_TYPE, self.content_type())], Json(body)).into_response()
+        if let Some(body) = body.as_object_mut() {
+            body.remove("data");
+        }
+        (StatusCode::BAD_REQUEST, headers, Json(body)).into_response()
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::{connection_caller, limit_exceeded_errors, within_write_timeout, WsSettings};
 use crate::auth::Authenticator;
-use crate::graphql::{error_response_body, AppSchema, ClientRequest, PersistedDocuments, RequestAuth};
+use crate::graphql::{error_list, AppSchema, ClientRequest, PersistedDocuments, RequestAuth};
 
 /// The type and id of a message, all the wrapper needs to count operations.
 #[derive(Deserialize)]
@@ -51,7 +51,7 @@ fn with_document(documents: &PersistedDocuments, start: &[u8]) -> Result<Vec<u8>
     };
     let request = documents
         .resolve(request)
-        .map_err(|refused| error_response_body(refused.code(), &refused.to_string())["errors"].take())?;
+        .map_err(|refused| error_list(refused.code(), &refused.to_string()))?;
     payload["query"] = request.query.into();
     Ok(serde_json::to_vec(&message).unwrap_or_else(|_| start.to_vec()))
 }

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::domain::ErrorCode;
-use crate::graphql::{error_response_body, LiveExecutor, Output};
+use crate::graphql::{error_list, LiveExecutor, Output};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -286,13 +286,13 @@ async fn handle(
 fn limit_exceeded_errors(max_operations: usize) -> Value {
     let message =
         format!("this connection already runs {max_operations} operations, the most it may; complete one first");
-    error_response_body(ErrorCode::LimitExceeded, &message)["errors"].take()
+    error_list(ErrorCode::LimitExceeded, &message)
 }
 
 /// The `error` payload of operations still open when the login expires.
 fn expired_login_errors() -> Output {
-    let body = error_response_body(ErrorCode::Unauthenticated, &AuthError::Expired.to_string());
-    Output::Error(Arc::from(body["errors"].to_string()))
+    let errors = error_list(ErrorCode::Unauthenticated, &AuthError::Expired.to_string());
+    Output::Error(Arc::from(errors.to_string()))
 }
 
 /// `error` for an operation that failed before producing any data (the
