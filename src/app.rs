@@ -35,6 +35,7 @@ pub struct Application {
     draining: Arc<AtomicBool>,
     drain: DrainConfig,
     shutdown: watch::Sender<bool>,
+    close_streams: watch::Sender<bool>,
 }
 
 impl Application {
@@ -76,6 +77,7 @@ impl Application {
         tokio::spawn(cdc::run(cdc_config, hub.clone(), cdc_status.clone()));
 
         let (shutdown, shutdown_watch) = watch::channel(false);
+        let (close_streams, closing_streams) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
         let budgets = Arc::new(WriteBudgets::new(&config.rates));
         tokio::spawn(forget_idle_budgets(budgets.clone()));
@@ -105,6 +107,8 @@ impl Application {
             requests: RequestLimits::new(&config.http, &config.database),
             documents,
             ws: WsSettings::from(&config.websocket),
+            stream_heartbeat: config.http.http_stream_heartbeat,
+            closing_streams,
             draining: draining.clone(),
             shutdown: shutdown_watch,
         };
@@ -124,6 +128,7 @@ impl Application {
             draining,
             drain: config.drain,
             shutdown,
+            close_streams,
         })
     }
 
@@ -152,7 +157,8 @@ impl Application {
     /// Serves until `shutdown` resolves, then drains: `/readyz` answers 503 at
     /// once, the listener stays open for the configured delay (load balancers
     /// notice), then closes; in-flight requests get the configured deadline to
-    /// finish; then every WebSocket is closed with 1001.
+    /// finish (multipart and SSE streams end at once); then every WebSocket is
+    /// closed with 1001.
     pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = server::serve(self.listener, self.router, self.listener_settings, async {
@@ -171,6 +177,8 @@ impl Application {
                 () = tokio::time::sleep(self.drain.delay()) => {}
             }
             let _ = stop_accepting.send(());
+            // HTTP streams never end on their own: they would hold the drain to its deadline.
+            let _ = self.close_streams.send(true);
             if tokio::time::timeout(self.drain.timeout(), &mut serve).await.is_err() {
                 tracing::warn!(
                     deadline = ?self.drain.timeout(),

@@ -581,6 +581,14 @@ pub struct HttpConfig {
     /// refused at once with `UNAVAILABLE` and `Retry-After`.
     #[arg(long, env = "ORDERCAST_HTTP_MAX_CONCURRENT_REQUESTS", value_parser = clap::value_parser!(u32).range(1..))]
     pub http_max_concurrent_requests: Option<u32>,
+    /// How long one write to a client may wait (its socket buffer full) before the
+    /// connection is dropped: a client that stops reading a subscription stream frees it.
+    #[arg(long, env = "ORDERCAST_HTTP_WRITE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub http_write_timeout: Duration,
+    /// Interval of heartbeats on an otherwise idle multipart or SSE subscription
+    /// (Apollo's multipart protocol asks for 5 s), so proxies keep it open.
+    #[arg(long, env = "ORDERCAST_HTTP_STREAM_HEARTBEAT", default_value = "5s", value_parser = positive_duration)]
+    pub http_stream_heartbeat: Duration,
 }
 
 impl Default for HttpConfig {
@@ -590,6 +598,8 @@ impl Default for HttpConfig {
             http_header_read_timeout: Duration::from_secs(5),
             http_request_timeout: Duration::from_secs(15),
             http_max_concurrent_requests: None,
+            http_write_timeout: Duration::from_secs(10),
+            http_stream_heartbeat: Duration::from_secs(5),
         }
     }
 }

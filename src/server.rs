@@ -5,7 +5,9 @@
 //! `max_connections` open at once (WebSockets included: the handler keeps the
 //! connection's `ConnectionSlot` for as long as the socket lives), the next one
 //! is answered 503 and closed; a client gets `header_read_timeout` to send its
-//! headers (slowloris). Stopping closes the listener and lets open requests
+//! headers (slowloris), and one write may wait at most `write_timeout` for a
+//! client that stopped reading (a subscription stream would otherwise hold its
+//! connection and queues forever: hyper has no write timeout). Stopping closes the listener and lets open requests
 //! finish (hyper's graceful shutdown); upgraded sockets close on their own
 //! shutdown signal.
 
@@ -20,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use crate::domain::ErrorCode;
@@ -30,6 +33,7 @@ use crate::telemetry::metric;
 pub struct ListenerSettings {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 impl From<&crate::config::HttpConfig> for ListenerSettings {
@@ -37,6 +41,7 @@ impl From<&crate::config::HttpConfig> for ListenerSettings {
         ListenerSettings {
             max_connections: usize::try_from(config.http_max_connections).unwrap_or(usize::MAX),
             header_read_timeout: config.http_header_read_timeout,
+            write_timeout: config.http_write_timeout,
         }
     }
 }
@@ -118,8 +123,10 @@ pub async fn serve(
             request.extensions_mut().insert(slot.clone());
             router.clone().oneshot(request)
         });
+        let mut io = TimeoutStream::new(tcp);
+        io.set_write_timeout(Some(settings.write_timeout));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .serve_connection_with_upgrades(TokioIo::new(Box::pin(io)), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -45,6 +45,7 @@ pub mod metric {
     pub const CDC_GAPS: &str = "ordercast_cdc_gaps_total";
     pub const HTTP_REFUSED: &str = "ordercast_http_refused_total";
     pub const HTTP_OPEN_CONNECTIONS: &str = "ordercast_http_open_connections";
+    pub const HTTP_OPEN_STREAMS: &str = "ordercast_http_open_streams";
     pub const WS_DROPPED: &str = "ordercast_ws_dropped_total";
     pub const RATE_LIMITED: &str = "ordercast_rate_limited_total";
 }
@@ -149,6 +150,10 @@ fn describe() {
     describe_gauge!(
         metric::HTTP_OPEN_CONNECTIONS,
         "Open client connections, WebSockets included"
+    );
+    describe_gauge!(
+        metric::HTTP_OPEN_STREAMS,
+        "Open subscription streams over multipart HTTP or SSE, by format"
     );
     describe_counter!(
         metric::WS_DROPPED,

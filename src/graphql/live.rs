@@ -1,5 +1,6 @@
-//! Subscriptions for the WebSocket transport, rendered once per distinct
-//! selection and version instead of once per subscriber.
+//! Subscriptions for the streaming transports (graphql-transport-ws, multipart
+//! HTTP, SSE), rendered once per distinct selection and version instead of
+//! once per subscriber.
 //!
 //! async-graphql's `execute_stream` keeps a parsed document, variables and a
 //! query environment per subscription, and resolves and serialises every
@@ -31,7 +32,7 @@ use uuid::Uuid;
 
 use super::context::RequestAuth;
 use super::{error_list, operation_type, AppSchema, ClientRequest, PersistedDocuments};
-use crate::auth::Caller;
+use crate::auth::{AuthError, Caller};
 use crate::domain::{ChangeKind, ErrorCode};
 use crate::live::{self, Hub, LiveError, Topic, Update};
 
@@ -90,6 +91,11 @@ impl Output {
         }
     }
 
+    /// The error of an operation still open when its login expires.
+    pub fn login_expired() -> Self {
+        Output::Error(to_json(&error_list(ErrorCode::Unauthenticated, &AuthError::Expired.to_string())))
+    }
+
     /// For the impossible case of a render execution that yields nothing.
     fn internal() -> Self {
         Output::Error(to_json(&error_list(ErrorCode::Internal, "internal error")))
@@ -102,7 +108,7 @@ fn to_json(value: &impl serde::Serialize) -> Arc<str> {
         .into()
 }
 
-/// Runs the WebSocket transport's operations; one per instance, cheap to clone.
+/// Runs the streaming transports' operations; one per instance, cheap to clone.
 #[derive(Clone)]
 pub struct LiveExecutor {
     schema: AppSchema,
@@ -130,19 +136,27 @@ impl LiveExecutor {
         }
     }
 
-    /// The messages of one operation sent by an authenticated connection.
-    pub fn execute(&self, request: ClientRequest, caller: Caller) -> BoxStream<'static, Output> {
-        let request = match self.documents.resolve(request) {
-            Ok(request) => request,
+    /// The messages of one operation, which may name a persisted document.
+    pub fn execute(&self, request: ClientRequest, auth: RequestAuth) -> BoxStream<'static, Output> {
+        match self.documents.resolve(request) {
+            Ok(request) => self.execute_resolved(request, auth),
             Err(refused) => {
                 let errors = error_list(refused.code(), &refused.to_string());
-                return stream::once(async move { Output::Error(to_json(&errors)) }).boxed();
+                stream::once(async move { Output::Error(to_json(&errors)) }).boxed()
             }
-        };
-        if operation_type(&request.query, request.operation_name.as_deref()) != Some(OperationType::Subscription) {
-            let request = request.data(RequestAuth::Authenticated(caller));
-            return self.schema.execute_stream(request).map(Output::of).boxed();
         }
+    }
+
+    /// The messages of one operation whose document is known. A subscription
+    /// without a valid login runs like any other operation, so its resolver
+    /// refuses it with the usual error.
+    pub fn execute_resolved(&self, request: Request, auth: RequestAuth) -> BoxStream<'static, Output> {
+        let is_subscription =
+            operation_type(&request.query, request.operation_name.as_deref()) == Some(OperationType::Subscription);
+        let caller = match auth.caller() {
+            Ok(caller) if is_subscription => caller,
+            _ => return self.schema.execute_stream(request.data(auth)).map(Output::of).boxed(),
+        };
         let this = self.clone();
         let selection = Arc::new(Selection::new(caller, request));
         async_stream::stream! {

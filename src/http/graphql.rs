@@ -2,6 +2,9 @@
 //! audits in the client tests): POST with a JSON body, GET for queries; the
 //! response is `application/graphql-response+json` when the client accepts it
 //! (request errors then answer 400 without `data`), else `application/json`.
+//! A client that accepts a stream (`multipart/mixed;subscriptionSpec=1.0` or
+//! `text/event-stream`) gets its results streamed (`stream`): the way to
+//! subscribe over HTTP, by POST or GET.
 
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
@@ -11,6 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::stream::{self, StreamFormat};
 use super::{database_not_ready, request_auth, upgrade, AppState};
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, operation_type, ClientRequest, PersistedError};
@@ -81,10 +85,14 @@ pub(super) async fn get(State(state): State<AppState>, request: Request) -> Resp
         Ok(request) => request,
         Err(refused) => return persisted_refusal(&refused),
     };
-    if !is_query_operation(&request) {
+    let operation = operation_type(&request.query, request.operation_name.as_deref());
+    let streamed_subscription =
+        operation == Some(OperationType::Subscription) && MediaType::accepted(&parts.headers).is_stream();
+    // Invalid documents go on to execution, which reports them precisely.
+    if !(operation.is_none_or(|ty| ty == OperationType::Query) || streamed_subscription) {
         let mut response = transport_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only queries may use GET; send mutations with POST",
+            "only queries (and subscriptions with a streaming Accept) may use GET; send mutations with POST",
         );
         response
             .headers_mut()
@@ -102,17 +110,37 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
         );
     }
     let auth = request_auth(&state.authenticator, headers).await;
-    let response = state.schema.execute(request.data(auth)).await;
-    MediaType::accepted(headers).respond(response)
+    match MediaType::accepted(headers) {
+        MediaType::Stream(format) => {
+            let outputs = state.live.execute_resolved(request, auth.clone());
+            stream::respond(
+                format,
+                outputs,
+                &auth,
+                state.stream_heartbeat,
+                state.closing_streams.clone(),
+            )
+        }
+        _ if operation_type(&request.query, request.operation_name.as_deref()) == Some(OperationType::Subscription) => {
+            transport_error(
+                StatusCode::NOT_ACCEPTABLE,
+                "a subscription over HTTP streams its results: accept `text/event-stream` (SSE) or \
+                 `multipart/mixed;subscriptionSpec=1.0` (Apollo's multipart protocol), or subscribe over the WebSocket",
+            )
+        }
+        media => media.respond(state.schema.execute(request.data(auth)).await),
+    }
 }
 
-/// The two response media types of the GraphQL over HTTP spec.
+/// The response media types served: the two of the GraphQL over HTTP spec, and streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MediaType {
     /// `application/graphql-response+json`: the status says whether the request ran.
     GraphqlResponse,
     /// `application/json`: always 200 once the request reached GraphQL (legacy clients).
     Json,
+    /// The results as they come, for subscriptions (any operation may use it).
+    Stream(StreamFormat),
 }
 
 impl MediaType {
@@ -123,9 +151,18 @@ impl MediaType {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         for range in accept.split(',') {
-            let essence = range.split(';').next().unwrap_or_default().trim();
+            let mut parts = range.split(';');
+            let essence = parts.next().unwrap_or_default().trim();
             if essence.eq_ignore_ascii_case("application/graphql-response+json") {
                 return MediaType::GraphqlResponse;
+            }
+            if essence.eq_ignore_ascii_case("text/event-stream") {
+                return MediaType::Stream(StreamFormat::EventStream);
+            }
+            // Apollo's subscription protocol, whatever the boundary parameter says (some
+            // clients send none). `multipart/mixed` for @defer alone is not served.
+            if essence.eq_ignore_ascii_case("multipart/mixed") && parts.any(is_subscription_spec_1) {
+                return MediaType::Stream(StreamFormat::Multipart);
             }
             if ["application/json", "application/*", "*/*"]
                 .iter()
@@ -137,11 +174,16 @@ impl MediaType {
         MediaType::Json
     }
 
+    fn is_stream(self) -> bool {
+        matches!(self, MediaType::Stream(_))
+    }
+
     fn content_type(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
-            MediaType::Json => "application/json; charset=utf-8",
-        })
+        match self {
+            MediaType::GraphqlResponse => HeaderValue::from_static("application/graphql-response+json; charset=utf-8"),
+            MediaType::Json => HeaderValue::from_static("application/json; charset=utf-8"),
+            MediaType::Stream(format) => format.content_type(),
+        }
     }
 
     /// A request error (the document did not parse or validate, a variable did not
@@ -163,6 +205,14 @@ impl MediaType {
     }
 }
 
+/// `subscriptionSpec=1.0`, quoted or not.
+fn is_subscription_spec_1(parameter: &str) -> bool {
+    let Some((name, value)) = parameter.split_once('=') else {
+        return false;
+    };
+    name.trim().eq_ignore_ascii_case("subscriptionSpec") && value.trim().trim_matches('"') == "1.0"
+}
+
 /// Whether the body is declared as JSON (any charset parameter is fine: JSON is UTF-8).
 fn is_json(headers: &HeaderMap) -> bool {
     headers
@@ -170,12 +220,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// True unless the document is valid and its operation to run is not a query.
-/// Invalid documents go on to execution, which reports them precisely.
-fn is_query_operation(request: &async_graphql::Request) -> bool {
-    operation_type(&request.query, request.operation_name.as_deref()).is_none_or(|ty| ty == OperationType::Query)
 }
 
 /// An unknown persisted document is part of the APQ handshake (200, the client
@@ -217,6 +261,25 @@ mod tests {
         assert_eq!(
             accept("Application/GraphQL-Response+JSON; charset=utf-8"),
             MediaType::GraphqlResponse
+        );
+    }
+
+    #[test]
+    fn streams_are_chosen_by_accept_even_without_a_boundary() {
+        let multipart = MediaType::Stream(StreamFormat::Multipart);
+        assert_eq!(
+            accept("multipart/mixed;boundary=graphql;subscriptionSpec=1.0, application/json"),
+            multipart
+        );
+        assert_eq!(accept("multipart/mixed;subscriptionSpec=1.0"), multipart);
+        assert_eq!(accept("multipart/mixed; subscriptionSpec=\"1.0\""), multipart);
+        assert_eq!(
+            accept("multipart/mixed;deferSpec=20220824, application/json"),
+            MediaType::Json
+        );
+        assert_eq!(
+            accept("text/event-stream"),
+            MediaType::Stream(StreamFormat::EventStream)
         );
     }
 

@@ -1,10 +1,12 @@
-//! HTTP transport: GraphQL over POST and GET on `/graphql` (`graphql`), WebSocket
-//! by upgrade on the same path (`upgrade`), GraphiQL on `/`, health and metrics.
+//! HTTP transport: GraphQL over POST and GET on `/graphql` (`graphql`), with
+//! subscriptions streamed over multipart HTTP or SSE (`stream`), WebSocket by
+//! upgrade on the same path (`upgrade`), GraphiQL on `/`, health and metrics.
 //! GraphQL requests pass `admission` first. Authentication happens here, once
 //! per request.
 
 mod admission;
 mod graphql;
+mod stream;
 mod upgrade;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +38,7 @@ use crate::{db, playground, telemetry};
 #[derive(Clone)]
 pub struct AppState {
     pub schema: AppSchema,
-    /// Runs graphql-transport-ws operations (subscriptions rendered once per selection).
+    /// Runs the operations of WebSockets and HTTP streams (subscriptions rendered once per selection).
     pub live: LiveExecutor,
     pub db: DatabaseConnection,
     pub authenticator: Arc<Authenticator>,
@@ -48,6 +50,11 @@ pub struct AppState {
     /// Automatic Persisted Queries, and the trusted documents if only those run.
     pub documents: Arc<PersistedDocuments>,
     pub ws: WsSettings,
+    /// Interval of heartbeats on an idle multipart or SSE stream.
+    pub stream_heartbeat: std::time::Duration,
+    /// Flips to true when the listener closes: multipart and SSE streams end, so
+    /// their clients reconnect elsewhere instead of holding the drain open.
+    pub closing_streams: watch::Receiver<bool>,
     /// Set on SIGTERM: `/readyz` fails while in-flight work drains.
     pub draining: Arc<AtomicBool>,
     /// Flips to true once the drain is over: WebSockets close with 1001.

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::domain::ErrorCode;
-use crate::graphql::{error_list, LiveExecutor, Output};
+use crate::graphql::{error_list, LiveExecutor, Output, RequestAuth};
 
 pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
@@ -200,7 +200,7 @@ pub async fn serve(
             }
             () = &mut login_expiry, if caller.is_some() => {
                 // Each open operation hears why it ends before the socket closes.
-                let expired = expired_login_errors();
+                let expired = Output::login_expired();
                 let open: Vec<String> = operations.running.keys().cloned().collect();
                 for id in open {
                     if send(&mut socket, result_message(&id, &expired), &settings).await.is_err() {
@@ -268,7 +268,7 @@ async fn handle(
             }
             let tag = id.clone();
             let results = live
-                .execute(*payload, caller)
+                .execute(*payload, RequestAuth::Authenticated(caller))
                 .map(Some)
                 .chain(stream::once(async { None }))
                 .map(move |output| (tag.clone(), output));
@@ -287,12 +287,6 @@ fn limit_exceeded_errors(max_operations: usize) -> Value {
     let message =
         format!("this connection already runs {max_operations} operations, the most it may; complete one first");
     error_list(ErrorCode::LimitExceeded, &message)
-}
-
-/// The `error` payload of operations still open when the login expires.
-fn expired_login_errors() -> Output {
-    let errors = error_list(ErrorCode::Unauthenticated, &AuthError::Expired.to_string());
-    Output::Error(Arc::from(errors.to_string()))
 }
 
 /// `error` for an operation that failed before producing any data (the
