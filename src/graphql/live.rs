@@ -93,7 +93,10 @@ impl Output {
 
     /// The error of an operation still open when its login expires.
     pub fn login_expired() -> Self {
-        Output::Error(to_json(&error_list(ErrorCode::Unauthenticated, &AuthError::Expired.to_string())))
+        Output::Error(to_json(&error_list(
+            ErrorCode::Unauthenticated,
+            &AuthError::Expired.to_string(),
+        )))
     }
 
     /// For the impossible case of a render execution that yields nothing.

@@ -298,7 +298,10 @@ mod tests {
         .collect()
         .await;
         let body = String::from_utf8(frames.concat()).unwrap();
-        assert!(body.starts_with(":\n\n:\n\nevent: next\ndata: {\"errors\":[{"), "{body}");
+        assert!(
+            body.starts_with(":\n\n:\n\nevent: next\ndata: {\"errors\":[{"),
+            "{body}"
+        );
         assert!(body.contains("UNAUTHENTICATED"), "{body}");
         assert!(body.ends_with("event: complete\ndata:\n\n"), "{body}");
     }
@@ -316,6 +319,9 @@ mod tests {
         close.send(true).unwrap();
         let body = String::from_utf8(frames.collect::<Vec<_>>().await.concat()).unwrap();
         assert!(body.contains(r#"{"payload":null,"errors":[{"#), "{body}");
-        assert!(body.contains("UNAVAILABLE") && body.ends_with("--graphql--\r\n"), "{body}");
+        assert!(
+            body.contains("UNAVAILABLE") && body.ends_with("--graphql--\r\n"),
+            "{body}"
+        );
     }
 }

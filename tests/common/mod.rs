@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+pub mod http_stream;
 pub mod kafka;
 pub mod process;
 pub mod stack;

@@ -9,6 +9,7 @@ mod support;
 
 mod access;
 mod fanout;
+mod http_streams;
 mod lagged;
 mod latency;
 mod protocol;
