@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make client-tests`: real clients against a real ordercast. With the stack up,
 # build ordercast, migrate and seed, serve it on a free port, then run the Node
-# tests in clients/test/ (graphql-ws, urql, raw protocol checks, the
+# tests in clients/test/ (graphql-ws, urql, Apollo Client over WebSocket and multipart HTTP, graphql-sse, raw protocol checks, the
 # graphql-http audits of the GraphQL over HTTP spec, GraphiQL in headless Chromium). The server is always stopped; exits with node's status.
 #
 # Needs Node >= 20 and npm; installs Debian's chromium if /usr/bin/chromium is
