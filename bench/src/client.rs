@@ -1,5 +1,6 @@
 //! The bench's side of the GraphQL API: queries and mutations over HTTP, and
-//! `graphql-transport-ws` subscriptions, one WebSocket connection each.
+//! subscriptions, one connection each: `graphql-transport-ws` here, multipart
+//! HTTP and SSE in `streams`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 use crate::server::Server;
+use crate::streams::{HttpSubscriber, Transport};
 use crate::Ctx;
 
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -137,12 +139,50 @@ pub(crate) async fn expect_frame(ws: &mut Ws, kind: &str) -> Result<Value> {
     }
 }
 
-/// Reads `next` frames until `stop`, recording (version, arrival); answers protocol pings.
+/// One subscriber, over whichever transport the run measures.
+pub(crate) enum Subscriber {
+    Ws(Ws),
+    Http(HttpSubscriber),
+}
+
+/// Reads updates until `stop`, recording (version, arrival).
 pub(crate) async fn collect(
-    mut ws: Ws,
+    subscriber: Subscriber,
+    stop: watch::Receiver<bool>,
+    received: Arc<AtomicU64>,
+) -> Vec<(i64, Instant)> {
+    match subscriber {
+        Subscriber::Ws(ws) => collect_ws(ws, stop, received).await,
+        Subscriber::Http(stream) => collect_http(stream, stop, received).await,
+    }
+}
+
+async fn collect_http(
+    mut stream: HttpSubscriber,
     mut stop: watch::Receiver<bool>,
     received: Arc<AtomicU64>,
 ) -> Vec<(i64, Instant)> {
+    let mut seen = Vec::new();
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            update = stream.next_update() => {
+                let now = Instant::now();
+                let Ok(Some(update)) = update else { break };
+                if let Some(v) = update["version"].as_i64() {
+                    seen.push((v, now));
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Reads `next` frames until `stop`, recording (version, arrival); answers protocol pings.
+async fn collect_ws(mut ws: Ws, mut stop: watch::Receiver<bool>, received: Arc<AtomicU64>) -> Vec<(i64, Instant)> {
     let mut seen = Vec::new();
     // One `changed()` for the whole run: a new one per message would contend on the watch.
     let stopped = stop.changed();
@@ -170,16 +210,17 @@ pub(crate) async fn collect(
     seen
 }
 
-/// Opens `orders.len()`-independent subscriptions: subscriber i watches `orders[i % len]`.
-/// Returns the sockets and the seconds it took.
+/// Opens `orders.len()`-independent subscriptions over `--transport`: subscriber i watches
+/// `orders[i % len]`. Returns the subscribers and the seconds it took.
 pub(crate) async fn open_many(
     ctx: &Ctx,
     addr: SocketAddr,
     n: usize,
     orders: &[Uuid],
-) -> Result<(Vec<(usize, Ws)>, f64)> {
+) -> Result<(Vec<(usize, Subscriber)>, f64)> {
     let started = Instant::now();
     let token = ctx.token.clone();
+    let transport = ctx.args.transport;
     let results = futures::stream::iter(0..n)
         .map(|i| {
             let token = token.clone();
@@ -191,8 +232,14 @@ pub(crate) async fn open_many(
             async move {
                 let mut last = None;
                 for _ in 0..3 {
-                    match subscribe(addr, source, &token, order).await {
-                        Ok(ws) => return Ok((i, ws)),
+                    let subscribed = match transport {
+                        Transport::Ws => subscribe(addr, source, &token, order).await.map(Subscriber::Ws),
+                        http => HttpSubscriber::open(addr, http, &token, order)
+                            .await
+                            .map(Subscriber::Http),
+                    };
+                    match subscribed {
+                        Ok(subscriber) => return Ok((i, subscriber)),
                         Err(e) => last = Some(e),
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -10,6 +10,7 @@ mod client;
 mod scenarios;
 mod server;
 mod stats;
+mod streams;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -80,6 +81,9 @@ struct Args {
     /// connections: idle authenticated subscriptions to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// latency, fanout, connections: how subscribers receive updates (one connection each).
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: streams::Transport,
     /// WebSocket handshakes in flight at once while opening connections.
     #[arg(long, default_value_t = 64)]
     connect_parallel: usize,

@@ -38,7 +38,8 @@ pub(crate) async fn connections(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
             per_sub / 1000.0
         );
         ctx.rows.push(format!(
-            "| connections | {opened} idle subscriptions (own connection each) | {:.1} KB server RSS per subscription ({rss0} → {rss1} KiB); {cps:.0} subscriptions/s ({} handshakes in flight) |",
+            "| connections | {opened} idle subscriptions ({} connection each) | {:.1} KB server RSS per subscription ({rss0} → {rss1} KiB); {cps:.0} subscriptions/s ({} handshakes in flight) |",
+            ctx.args.transport.name(),
             per_sub / 1000.0,
             ctx.args.connect_parallel
         ));

@@ -114,7 +114,8 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
             .fold(0.0, f64::max);
         eprintln!("[fanout] {n}: last subscriber after {lasts:?} ms; {}", short(&s));
         ctx.rows.push(format!(
-            "| fanout | {opened} subscribers (own connection each), {order_count} order(s), {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; subscribed at {:.0}/s |",
+            "| fanout | {opened} subscribers ({} connection each), {order_count} order(s), {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; subscribed at {:.0}/s |",
+            ctx.args.transport.name(),
             short(&s),
             opened as f64 / connect_s
         ));

@@ -135,7 +135,8 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
             short(&e2e_s)
         );
         ctx.rows.push(format!(
-            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders | A→B {}; HTTP {}; server p50/p99 ≤ ms: commit→Kafka {}/{}, →consumed {}/{}, →pushed {}/{}; refused {} (p99 {} ms); errors {errors}, missing {missing} |",
+            "| latency | {rate}/s target, {achieved:.0}/s achieved, {n} orders, subscribers over {} | A→B {}; HTTP {}; server p50/p99 ≤ ms: commit→Kafka {}/{}, →consumed {}/{}, →pushed {}/{}; refused {} (p99 {} ms); errors {errors}, missing {missing} |",
+            ctx.args.transport.name(),
             short(&e2e_s),
             short(&summary(&http_h)),
             server["commit_to_kafka"]["p50_le_ms"],
@@ -148,7 +149,7 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
             summary(&refused)["p99_ms"],
         ));
         results.push(json!({
-            "target_rate": rate, "orders": n, "duration_s": secs,
+            "target_rate": rate, "orders": n, "duration_s": secs, "transport": ctx.args.transport.name(),
             "planned": total, "ok": sent.len(), "errors": errors, "first_error": first_error,
             "achieved_rate": achieved, "issue_elapsed_s": send_elapsed,
             "missing_frames": missing, "frames_before_http_response": before_response,
