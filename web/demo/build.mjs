@@ -43,10 +43,14 @@ for (const [name, contents] of bundle) {
   if (remote) throw new Error(`${name} loads a remote resource: ${remote[0]}`);
 }
 
+// The page is part of the hash too: its ETag derives from VERSION, so a change
+// to the markup alone must change VERSION, or browsers would keep the old page.
+const template = await readFile(join(here, 'index.html'), 'utf8');
 const hash = createHash('sha256');
 for (const name of BUNDLE) hash.update(name).update('\0').update(bundle.get(name)).update('\0');
+hash.update('index.html').update('\0').update(template);
 const version = hash.digest('hex').slice(0, 16);
-const html = (await readFile(join(here, 'index.html'), 'utf8')).replaceAll('__VERSION__', version);
+const html = template.replaceAll('__VERSION__', version);
 
 // gzip copies for clients that accept them (zlib writes no timestamp or name: deterministic).
 const files = new Map(bundle);

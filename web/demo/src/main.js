@@ -335,12 +335,32 @@ function h(tag, props = {}, ...children) {
   return element;
 }
 
-/** Replaces a list's children; a focused control (by data-key) keeps the focus. */
-function replaceKeepingFocus(container, children) {
-  const focused = container.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
-  container.replaceChildren(...children);
-  if (focused) container.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+/**
+ * Brings a list up to date, keeping every row whose `signature` did not
+ * change: the customer's other devices and sessions keep changing orders, and
+ * a button rebuilt under the pointer (or the keyboard focus) would be lost.
+ */
+function renderRows(container, items, { key, signature, build }) {
+  const existing = new Map([...container.children].map((row) => [row.dataset.rowKey, row]));
+  const rows = items.map((item) => {
+    const rowKey = key(item);
+    const rowSignature = signature(item);
+    const old = existing.get(rowKey);
+    if (old && old.dataset.signature === rowSignature) return old;
+    const row = build(item);
+    row.dataset.rowKey = rowKey;
+    row.dataset.signature = rowSignature;
+    return row;
+  });
+  rows.forEach((row, index) => {
+    const current = container.children[index];
+    if (current !== row) container.insertBefore(row, current ?? null);
+  });
+  while (container.children.length > rows.length) container.lastElementChild.remove();
 }
+
+/** The orders list shows this many, newest first. */
+const LISTED_ORDERS = 25;
 
 const money = (cents) => (cents / 100).toFixed(2);
 const shortId = (id) => id.slice(0, 8);
@@ -366,9 +386,10 @@ function renderHeader() {
 }
 
 function renderProducts() {
-  replaceKeepingFocus(
-    $('products'),
-    state.products.map((product) =>
+  renderRows($('products'), state.products, {
+    key: (product) => product.id,
+    signature: (product) => JSON.stringify([product, Boolean(state.token)]),
+    build: (product) =>
       h(
         'li',
         { 'data-testid': 'product', 'data-product-id': product.id, 'data-sku': product.sku },
@@ -380,7 +401,6 @@ function renderProducts() {
           {
             type: 'button',
             'data-testid': 'add',
-            'data-key': `add-${product.id}`,
             'aria-label': `Add ${product.name}`,
             disabled: !state.token,
             onclick: () => act(() => addProduct(product.id)),
@@ -388,17 +408,21 @@ function renderProducts() {
           'Add',
         ),
       ),
-    ),
-  );
+  });
 }
 
 function renderOrders() {
-  const orders = [...state.orders.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-  replaceKeepingFocus(
-    $('orders'),
-    orders.length
-      ? orders.map((order) =>
-          h(
+  const orders = [...state.orders.values()]
+    .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+    .slice(0, LISTED_ORDERS);
+  const placeholder = state.token ? 'No orders yet.' : 'Sign in to see your orders.';
+  renderRows($('orders'), orders.length ? orders : [placeholder], {
+    key: (order) => (typeof order === 'string' ? 'none' : order.id),
+    signature: (order) => (typeof order === 'string' ? order : `${order.version} ${order.id === state.selectedId}`),
+    build: (order) =>
+      typeof order === 'string'
+        ? h('li', { class: 'hint' }, order)
+        : h(
             'li',
             {},
             h(
@@ -409,19 +433,17 @@ function renderOrders() {
                 'data-testid': 'order',
                 'data-order-id': order.id,
                 'data-status': order.status,
-                'data-key': `order-${order.id}`,
+                'data-items': itemCount(order),
                 'aria-pressed': order.id === state.selectedId ? 'true' : 'false',
                 onclick: () => select(order.id),
               },
               h('code', {}, shortId(order.id)),
               h('span', { class: `status ${order.status.toLowerCase()}` }, order.status),
-              h('span', {}, `${itemCount(order)} items`),
+              h('span', {}, itemCount(order) === 1 ? '1 item' : `${itemCount(order)} items`),
               h('span', { class: 'price' }, money(order.totalCents)),
             ),
           ),
-        )
-      : [h('li', { class: 'hint' }, state.token ? 'No orders yet.' : 'Sign in to see your orders.')],
-  );
+  });
 }
 
 function renderCart() {
@@ -451,11 +473,13 @@ function renderCart() {
   $('schedule').textContent = order.status === 'SCHEDULED' ? 'Move window' : 'Schedule';
   $('reopen').hidden = order.status !== 'SCHEDULED';
 
-  replaceKeepingFocus(
-    $('items'),
-    order.items.length
-      ? order.items.map((item) =>
-          h(
+  renderRows($('items'), order.items.length ? order.items : ['empty'], {
+    key: (item) => (item === 'empty' ? 'empty' : item.product.id),
+    signature: (item) => JSON.stringify(item),
+    build: (item) =>
+      item === 'empty'
+        ? h('tr', {}, h('td', { colspan: 5, class: 'hint' }, 'The cart is empty: add a product.'))
+        : h(
             'tr',
             { 'data-testid': 'item', 'data-product-id': item.product.id, 'data-quantity': item.quantity },
             h('th', { scope: 'row' }, item.product.name),
@@ -467,29 +491,17 @@ function renderCart() {
               { class: 'change' },
               h(
                 'button',
-                {
-                  type: 'button',
-                  'data-key': `less-${item.product.id}`,
-                  'aria-label': `One ${item.product.name} less`,
-                  onclick: () => act(() => oneLess(item)),
-                },
+                { type: 'button', 'aria-label': `One ${item.product.name} less`, onclick: () => act(() => oneLess(item)) },
                 '−',
               ),
               h(
                 'button',
-                {
-                  type: 'button',
-                  'data-key': `more-${item.product.id}`,
-                  'aria-label': `One ${item.product.name} more`,
-                  onclick: () => act(() => addProduct(item.product.id)),
-                },
+                { type: 'button', 'aria-label': `One ${item.product.name} more`, onclick: () => act(() => addProduct(item.product.id)) },
                 '+',
               ),
             ),
           ),
-        )
-      : [h('tr', {}, h('td', { colspan: 5, class: 'hint' }, 'The cart is empty: add a product.'))],
-  );
+  });
 }
 
 /** Marks the cart for a moment when a live update changed it. */

@@ -1,0 +1,196 @@
+// The demo storefront on `/demo` in headless Chromium (Debian's, driven by
+// playwright-core), opened by one customer on two devices: two browser
+// contexts, so nothing is shared but the server. A change made on one device
+// appears on the other at once (live, through Postgres, Debezium and Kafka,
+// without a reload), and after device B cancels, device A's "Add" shows the
+// database's refusal, ORDER_CANCELLED. Screenshots go to target/artifacts/.
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+import { baseUrl, email, gql, token } from '../lib/ordercast.mjs';
+
+const executablePath = process.env.ORDERCAST_CHROMIUM || '/usr/bin/chromium';
+const artifacts = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'artifacts');
+const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+/** A change travels Postgres → Debezium → Kafka → ordercast → page: be patient. */
+const LIVE_MS = 15000;
+
+let browser;
+/** @type {Record<'a' | 'b', Awaited<ReturnType<typeof openDevice>>>} */
+const devices = {};
+let orderId;
+let products;
+
+async function openDevice(name) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const device = { name, context, requests: [], external: [], problems: [], websockets: [] };
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    device.requests.push(url.href);
+    if (LOCAL_HOSTS.has(url.hostname)) return route.continue();
+    device.external.push(url.href);
+    return route.abort('blockedbyclient');
+  });
+  const page = await context.newPage();
+  device.page = page;
+  page.on('pageerror', (error) => device.problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    // A blocked external request or a CSP violation shows up here.
+    if (message.type() === 'error') device.problems.push(`console error: ${message.text()}`);
+  });
+  page.on('websocket', (socket) => {
+    const frames = { url: socket.url(), sent: [] };
+    device.websockets.push(frames);
+    socket.on('framesent', (frame) => frames.sent.push(String(frame.payload)));
+  });
+  return device;
+}
+
+async function screenshot(step) {
+  mkdirSync(artifacts, { recursive: true });
+  for (const device of Object.values(devices)) {
+    await device.page.screenshot({ path: join(artifacts, `demo-${step}-${device.name}.png`), fullPage: true });
+  }
+}
+
+const cart = (page) => page.locator('[data-testid="cart"]');
+const cartItem = (page, productId) => page.locator(`[data-testid="item"][data-product-id="${productId}"]`);
+const addButton = (page, productId) =>
+  page.locator(`[data-testid="product"][data-product-id="${productId}"] [data-testid="add"]`);
+
+async function waitFor(locator, what, timeout = LIVE_MS) {
+  await locator.waitFor({ state: 'visible', timeout }).catch((error) => {
+    throw new Error(`${what}: not seen within ${timeout} ms (${error.message.split('\n')[0]})`);
+  });
+}
+
+/** A marker set once per page load: still there means the page never reloaded. */
+const markLoad = (page) => page.evaluate(() => (window.demoLoadMark = Math.random()));
+const loadMark = (page) => page.evaluate(() => window.demoLoadMark);
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  devices.a = await openDevice('a');
+  devices.b = await openDevice('b');
+  const data = await gql('{ products(first: 50) { nodes { id name available } } }');
+  products = data.products.nodes.filter((product) => product.available).slice(0, 2);
+  assert.equal(products.length, 2, 'two available products: run `ordercast seed`');
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+test('a #token= link opens the demo signed in, live, and drops the token from the address bar', { timeout: 60000 }, async () => {
+  for (const { page } of Object.values(devices)) {
+    const response = await page.goto(`${baseUrl}/demo#token=${token}`, { waitUntil: 'load' });
+    assert.equal(response.status(), 200);
+    assert.match(response.headers()['content-security-policy'], /default-src 'self'/);
+    await waitFor(page.locator('[data-testid="connection"][data-state="live"]'), 'the WebSocket connected');
+    await waitFor(addButton(page, products[0].id), 'the catalogue');
+    await waitFor(page.locator('[data-testid="who"]', { hasText: email }), 'who is signed in');
+    assert.equal(page.url(), `${baseUrl}/demo`);
+    await markLoad(page);
+  }
+  await screenshot('1-signed-in');
+});
+
+test('device A starts an order and adds a product; device B finds it live and opens it', { timeout: 60000 }, async () => {
+  const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await a.getByTestId('new-order').click();
+  await waitFor(a.locator('[data-testid="cart"][data-status="OPEN"]'), 'A: the new order in the cart');
+  orderId = await cart(a).getAttribute('data-order-id');
+  assert.match(orderId, /^[0-9a-f-]{36}$/);
+  assert.equal(a.url(), `${baseUrl}/demo#order=${orderId}`, 'the address names the order');
+
+  await addButton(a, products[0].id).click();
+  await waitFor(cartItem(a, products[0].id), 'A: the added item');
+  assert.equal(await cart(a).getAttribute('data-version'), '2');
+
+  // B did nothing: the order reached its list through myOrderUpdates.
+  const listed = b.locator(`[data-testid="order"][data-order-id="${orderId}"]`);
+  await waitFor(listed, "B: A's order in the list");
+  await waitFor(b.locator(`[data-testid="order"][data-order-id="${orderId}"][data-items="1"]`), "B: the item in the list");
+  await listed.click();
+  await waitFor(cartItem(b, products[0].id), "B: the item A added");
+  assert.equal(await cart(b).getAttribute('data-order-id'), orderId);
+  await screenshot('2-b-opened');
+});
+
+test("device B adds a product: device A's cart shows it at once, without a reload", { timeout: 60000 }, async () => {
+  const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await addButton(b, products[1].id).click();
+  await waitFor(cartItem(b, products[1].id), 'B: its own item');
+  await waitFor(cartItem(a, products[1].id), "A: B's item, live");
+  await waitFor(a.locator('[data-testid="cart"][data-version="3"]'), 'A: version 3');
+  assert.match(await a.getByTestId('last-change').textContent(), /ITEM_ADDED → version 3/);
+  await screenshot('3-b-added');
+});
+
+test('device B cancels: device A shows the cancelled order, and its "Add" shows ORDER_CANCELLED', { timeout: 60000 }, async () => {
+  const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await b.getByLabel('Reason (optional)').fill('changed my mind on device B');
+  await b.getByTestId('cancel').click();
+  await waitFor(b.locator('[data-testid="cart"][data-status="CANCELLED"]'), 'B: cancelled');
+
+  await waitFor(a.locator('[data-testid="cart"][data-status="CANCELLED"]'), 'A: the cancel, live');
+  assert.equal(await a.getByTestId('status').textContent(), 'CANCELLED');
+  assert.match(await a.getByTestId('cancel-reason').textContent(), /changed my mind on device B/);
+  await screenshot('4-b-cancelled');
+
+  const add = addButton(a, products[0].id);
+  assert.ok(await add.isEnabled(), '"Add" stays enabled: the database is the one to refuse');
+  await add.click();
+  const alert = a.getByRole('alert');
+  await waitFor(alert, 'A: the error');
+  assert.equal(await a.getByTestId('error-code').textContent(), 'ORDER_CANCELLED');
+  assert.match(await alert.textContent(), /^ORDER_CANCELLED: /);
+  assert.equal(await cart(a).getAttribute('data-version'), '4', 'nothing was written');
+  await screenshot('5-a-refused');
+
+  for (const device of Object.values(devices)) {
+    assert.notEqual(await loadMark(device.page), undefined, `${device.name} never reloaded`);
+  }
+});
+
+test('a reload keeps the sign-in and the order (sessionStorage and #order=)', { timeout: 60000 }, async () => {
+  const { a } = { a: devices.a.page };
+  await a.reload({ waitUntil: 'load' });
+  assert.equal(a.url(), `${baseUrl}/demo#order=${orderId}`);
+  await waitFor(a.locator(`[data-testid="cart"][data-order-id="${orderId}"][data-status="CANCELLED"]`), 'A: the order after a reload');
+  await waitFor(a.locator('[data-testid="connection"][data-state="live"]'), 'A: live again');
+});
+
+test('the demo needed nothing from another host, logged no errors, and authenticated its WebSocket', () => {
+  for (const device of Object.values(devices)) {
+    assert.deepEqual(device.external, [], `${device.name}: requests to other hosts (blocked)`);
+    assert.ok(device.requests.some((url) => url.includes('/demo/demo.js?v=')), `${device.name}: the script came from ordercast`);
+    assert.ok(device.requests.some((url) => url.includes('/demo/demo.css?v=')), `${device.name}: the styles came from ordercast`);
+    assert.deepEqual(device.problems, [], `${device.name}: console`);
+    assert.ok(device.websockets.length >= 1, `${device.name}: a WebSocket`);
+    for (const socket of device.websockets) {
+      assert.equal(new URL(socket.url).host, new URL(baseUrl).host);
+      const init = JSON.parse(socket.sent[0]);
+      assert.equal(init.type, 'connection_init');
+      assert.deepEqual(init.payload, { authorization: `Bearer ${token}` });
+    }
+  }
+});
