@@ -54,7 +54,7 @@ async function openDevice(name) {
 async function screenshot(step) {
   mkdirSync(artifacts, { recursive: true });
   for (const device of Object.values(devices)) {
-    await device.page.screenshot({ path: join(artifacts, `demo-${step}-${device.name}.png`), fullPage: true });
+    await device.page.screenshot({ path: join(artifacts, `demo-${step}-${device.name}.png`) });
   }
 }
 
@@ -145,6 +145,15 @@ test("device B adds a product: device A's cart shows it at once, without a reloa
   await screenshot('3-b-added');
 });
 
+test('device A schedules a delivery window: device B shows the order scheduled', { timeout: 60000 }, async () => {
+  const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await a.getByTestId('schedule').click(); // the form starts at tomorrow 10:00–12:00
+  await waitFor(a.locator('[data-testid="cart"][data-status="SCHEDULED"]'), 'A: scheduled');
+  await waitFor(b.locator('[data-testid="cart"][data-status="SCHEDULED"][data-version="4"]'), 'B: scheduled, live');
+  assert.match(await b.getByTestId('delivery-window').textContent(), /^Delivery /);
+  assert.match(await b.getByTestId('last-change').textContent(), /SCHEDULED → version 4/);
+});
+
 test('device B cancels: device A shows the cancelled order, and its "Add" shows ORDER_CANCELLED', { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
   await b.getByLabel('Reason (optional)').fill('changed my mind on device B');
@@ -163,7 +172,7 @@ test('device B cancels: device A shows the cancelled order, and its "Add" shows 
   await waitFor(alert, 'A: the error');
   assert.equal(await a.getByTestId('error-code').textContent(), 'ORDER_CANCELLED');
   assert.match(await alert.textContent(), /^ORDER_CANCELLED: /);
-  assert.equal(await cart(a).getAttribute('data-version'), '4', 'nothing was written');
+  assert.equal(await cart(a).getAttribute('data-version'), '5', 'nothing was written');
   await screenshot('5-a-refused');
 
   for (const device of Object.values(devices)) {

@@ -363,8 +363,10 @@ function renderRows(container, items, { key, signature, build }) {
 const LISTED_ORDERS = 25;
 
 const money = (cents) => (cents / 100).toFixed(2);
-const shortId = (id) => id.slice(0, 8);
+/** The end of an id: ids are UUIDv7, whose first digits are a timestamp every recent order shares. */
+const shortId = (id) => `…${id.slice(-6)}`;
 const itemCount = (order) => order.items.reduce((sum, item) => sum + item.quantity, 0);
+const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 const when = (iso) => new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
 
 function render() {
@@ -437,7 +439,8 @@ function renderOrders() {
                 'aria-pressed': order.id === state.selectedId ? 'true' : 'false',
                 onclick: () => select(order.id),
               },
-              h('code', {}, shortId(order.id)),
+              h('code', { title: order.id }, shortId(order.id)),
+              h('time', { datetime: order.createdAt }, clock(order.createdAt)),
               h('span', { class: `status ${order.status.toLowerCase()}` }, order.status),
               h('span', {}, itemCount(order) === 1 ? '1 item' : `${itemCount(order)} items`),
               h('span', { class: 'price' }, money(order.totalCents)),
