@@ -26,6 +26,30 @@ const devices = {};
 let orderId;
 let products;
 
+/**
+ * Device A's WebSockets pass through the test, which can cut them (close
+ * 1012, which graphql-ws retries) and refuse new ones until it lets them up.
+ * `sent` is every frame A sent, in order.
+ */
+const linkOfA = { up: true, routes: [], sent: [] };
+
+async function routeSocketsOfA(context) {
+  await context.routeWebSocket(/\/graphql$/, (route) => {
+    if (!linkOfA.up) return route.close({ code: 1012, reason: 'cut by the test' });
+    const server = route.connectToServer();
+    linkOfA.routes.push(route);
+    route.onMessage((message) => {
+      linkOfA.sent.push(String(message));
+      server.send(message);
+    });
+  });
+}
+
+async function cutSocketsOfA() {
+  linkOfA.up = false;
+  await Promise.all(linkOfA.routes.splice(0).map((route) => route.close({ code: 1012, reason: 'cut by the test' })));
+}
+
 async function openDevice(name) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const device = { name, context, requests: [], external: [], problems: [], websockets: [] };
@@ -89,6 +113,7 @@ before(async () => {
     ],
   });
   devices.a = await openDevice('a');
+  await routeSocketsOfA(devices.a.context);
   devices.b = await openDevice('b');
   const data = await gql('{ products(first: 50) { nodes { id name available } } }');
   products = data.products.nodes.filter((product) => product.available).slice(0, 2);
@@ -145,13 +170,34 @@ test("device B adds a product: device A's cart shows it at once, without a reloa
   await screenshot('3-b-added');
 });
 
+test('device A loses its connection while B changes the order, then resumes after the last version it saw', { timeout: 60000 }, async () => {
+  const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await cutSocketsOfA();
+  await waitFor(a.locator('[data-testid="connection"][data-state="reconnecting"]'), 'A: reconnecting');
+  const sentBefore = linkOfA.sent.length;
+
+  await addButton(b, products[0].id).click();
+  await waitFor(b.locator('[data-testid="cart"][data-version="4"]'), 'B: its change committed');
+  assert.equal(await cart(a).getAttribute('data-version'), '3', 'A cannot have seen it yet');
+
+  linkOfA.up = true;
+  await waitFor(a.locator('[data-testid="connection"][data-state="live"]'), 'A: live again', 20000);
+  await waitFor(a.locator(`[data-testid="item"][data-product-id="${products[0].id}"][data-quantity="2"]`), "A: what it missed");
+  assert.match(await a.getByTestId('last-change').textContent(), /ITEM_CHANGED → version 4/, 'the missed change, not a snapshot');
+  const resumed = linkOfA.sent
+    .slice(sentBefore)
+    .map((frame) => JSON.parse(frame))
+    .find((message) => message.type === 'subscribe' && message.payload.variables?.orderId === orderId);
+  assert.equal(resumed?.payload.variables.afterVersion, 3, 'resubscribed after the last version seen');
+});
+
 test('device A schedules a delivery window: device B shows the order scheduled', { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
   await a.getByTestId('schedule').click(); // the form starts at tomorrow 10:00–12:00
   await waitFor(a.locator('[data-testid="cart"][data-status="SCHEDULED"]'), 'A: scheduled');
-  await waitFor(b.locator('[data-testid="cart"][data-status="SCHEDULED"][data-version="4"]'), 'B: scheduled, live');
+  await waitFor(b.locator('[data-testid="cart"][data-status="SCHEDULED"][data-version="5"]'), 'B: scheduled, live');
   assert.match(await b.getByTestId('delivery-window').textContent(), /^Delivery /);
-  assert.match(await b.getByTestId('last-change').textContent(), /SCHEDULED → version 4/);
+  assert.match(await b.getByTestId('last-change').textContent(), /SCHEDULED → version 5/);
 });
 
 test('device B cancels: device A shows the cancelled order, and its "Add" shows ORDER_CANCELLED', { timeout: 60000 }, async () => {
@@ -172,7 +218,7 @@ test('device B cancels: device A shows the cancelled order, and its "Add" shows 
   await waitFor(alert, 'A: the error');
   assert.equal(await a.getByTestId('error-code').textContent(), 'ORDER_CANCELLED');
   assert.match(await alert.textContent(), /^ORDER_CANCELLED: /);
-  assert.equal(await cart(a).getAttribute('data-version'), '5', 'nothing was written');
+  assert.equal(await cart(a).getAttribute('data-version'), '6', 'nothing was written');
   await screenshot('5-a-refused');
 
   for (const device of Object.values(devices)) {
@@ -194,12 +240,14 @@ test('the demo needed nothing from another host, logged no errors, and authentic
     assert.ok(device.requests.some((url) => url.includes('/demo/demo.js?v=')), `${device.name}: the script came from ordercast`);
     assert.ok(device.requests.some((url) => url.includes('/demo/demo.css?v=')), `${device.name}: the styles came from ordercast`);
     assert.deepEqual(device.problems, [], `${device.name}: console`);
-    assert.ok(device.websockets.length >= 1, `${device.name}: a WebSocket`);
-    for (const socket of device.websockets) {
-      assert.equal(new URL(socket.url).host, new URL(baseUrl).host);
-      const init = JSON.parse(socket.sent[0]);
-      assert.equal(init.type, 'connection_init');
-      assert.deepEqual(init.payload, { authorization: `Bearer ${token}` });
-    }
+    for (const socket of device.websockets) assert.equal(new URL(socket.url).host, new URL(baseUrl).host);
+  }
+  // A's sockets went through the test's route, B's were watched: both authenticated in connection_init.
+  const inits = [linkOfA.sent[0], ...devices.b.websockets.map((socket) => socket.sent[0])];
+  assert.ok(inits.length >= 2, 'a WebSocket on each device');
+  for (const frame of inits) {
+    const init = JSON.parse(frame);
+    assert.equal(init.type, 'connection_init');
+    assert.deepEqual(init.payload, { authorization: `Bearer ${token}` });
   }
 });
