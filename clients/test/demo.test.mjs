@@ -63,6 +63,7 @@ async function openDevice(name) {
   const page = await context.newPage();
   device.page = page;
   page.on('pageerror', (error) => device.problems.push(`page error: ${error.message}`));
+  page.on('crash', () => device.problems.push('the page crashed'));
   page.on('console', (message) => {
     // A blocked external request or a CSP violation shows up here.
     if (message.type() === 'error') device.problems.push(`console error: ${message.text()}`);
@@ -88,9 +89,38 @@ const addButton = (page, productId) =>
   page.locator(`[data-testid="product"][data-product-id="${productId}"] [data-testid="add"]`);
 
 async function waitFor(locator, what, timeout = LIVE_MS) {
-  await locator.waitFor({ state: 'visible', timeout }).catch((error) => {
-    throw new Error(`${what}: not seen within ${timeout} ms (${error.message.split('\n')[0]})`);
+  await locator.waitFor({ state: 'visible', timeout }).catch(async (error) => {
+    throw new Error(`${what}: not seen within ${timeout} ms (${error.message.split('\n')[0]})\n${await describeDevices()}`);
   });
+}
+
+/** Waits for a control as long as a live change may take, then clicks it. */
+async function click(locator, what) {
+  await waitFor(locator, what);
+  await locator.click({ timeout: LIVE_MS });
+}
+
+/** What each page shows, for a failure message; also saved as demo-failed-*.png. */
+async function describeDevices() {
+  const lines = [];
+  for (const device of Object.values(devices)) {
+    const page = device.page;
+    const shown = await page
+      .evaluate(() => {
+        const cart = document.querySelector('[data-testid="cart"]');
+        return {
+          url: window.location.href,
+          connection: document.querySelector('[data-testid="connection"]')?.dataset.state,
+          cart: cart && { ...cart.dataset },
+          error: document.querySelector('[data-testid="error"]')?.textContent,
+        };
+      })
+      .catch((error) => ({ unreachable: error.message }));
+    lines.push(`${device.name}: ${JSON.stringify(shown)} problems=${JSON.stringify(device.problems)}`);
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: join(artifacts, `demo-failed-${device.name}.png`), timeout: 5000 }).catch(() => {});
+  }
+  return lines.join('\n');
 }
 
 /** A marker set once per page load: still there means the page never reloaded. */
@@ -129,24 +159,27 @@ test('a #token= link opens the demo signed in, live, and drops the token from th
     const response = await page.goto(`${baseUrl}/demo#token=${token}`, { waitUntil: 'load' });
     assert.equal(response.status(), 200);
     assert.match(response.headers()['content-security-policy'], /default-src 'self'/);
-    await waitFor(page.locator('[data-testid="connection"][data-state="live"]'), 'the WebSocket connected');
+    await markLoad(page);
+    assert.equal(page.url(), `${baseUrl}/demo`);
+  }
+  // A first load also compiles and warms up: more patience than for a live change.
+  for (const { page } of Object.values(devices)) {
+    await waitFor(page.locator('[data-testid="connection"][data-state="live"]'), 'the WebSocket connected', 2 * LIVE_MS);
     await waitFor(addButton(page, products[0].id), 'the catalogue');
     await waitFor(page.locator('[data-testid="who"]', { hasText: email }), 'who is signed in');
-    assert.equal(page.url(), `${baseUrl}/demo`);
-    await markLoad(page);
   }
   await screenshot('1-signed-in');
 });
 
 test('device A starts an order and adds a product; device B finds it live and opens it', { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
-  await a.getByTestId('new-order').click();
+  await click(a.getByTestId('new-order'), 'A: New order');
   await waitFor(a.locator('[data-testid="cart"][data-status="OPEN"]'), 'A: the new order in the cart');
   orderId = await cart(a).getAttribute('data-order-id');
   assert.match(orderId, /^[0-9a-f-]{36}$/);
   assert.equal(a.url(), `${baseUrl}/demo#order=${orderId}`, 'the address names the order');
 
-  await addButton(a, products[0].id).click();
+  await click(addButton(a, products[0].id), 'A: Add');
   await waitFor(cartItem(a, products[0].id), 'A: the added item');
   assert.equal(await cart(a).getAttribute('data-version'), '2');
 
@@ -154,7 +187,7 @@ test('device A starts an order and adds a product; device B finds it live and op
   const listed = b.locator(`[data-testid="order"][data-order-id="${orderId}"]`);
   await waitFor(listed, "B: A's order in the list");
   await waitFor(b.locator(`[data-testid="order"][data-order-id="${orderId}"][data-items="1"]`), "B: the item in the list");
-  await listed.click();
+  await click(listed, "B: A's order");
   await waitFor(cartItem(b, products[0].id), "B: the item A added");
   assert.equal(await cart(b).getAttribute('data-order-id'), orderId);
   await screenshot('2-b-opened');
@@ -162,7 +195,7 @@ test('device A starts an order and adds a product; device B finds it live and op
 
 test("device B adds a product: device A's cart shows it at once, without a reload", { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
-  await addButton(b, products[1].id).click();
+  await click(addButton(b, products[1].id), 'B: Add');
   await waitFor(cartItem(b, products[1].id), 'B: its own item');
   await waitFor(cartItem(a, products[1].id), "A: B's item, live");
   await waitFor(a.locator('[data-testid="cart"][data-version="3"]'), 'A: version 3');
@@ -176,13 +209,15 @@ test('device A loses its connection while B changes the order, then resumes afte
   await waitFor(a.locator('[data-testid="connection"][data-state="reconnecting"]'), 'A: reconnecting');
   const sentBefore = linkOfA.sent.length;
 
-  await addButton(b, products[0].id).click();
+  await click(addButton(b, products[0].id), 'B: Add again');
   await waitFor(b.locator('[data-testid="cart"][data-version="4"]'), 'B: its change committed');
   assert.equal(await cart(a).getAttribute('data-version'), '3', 'A cannot have seen it yet');
 
   linkOfA.up = true;
   await waitFor(a.locator('[data-testid="connection"][data-state="live"]'), 'A: live again', 20000);
   await waitFor(a.locator(`[data-testid="item"][data-product-id="${products[0].id}"][data-quantity="2"]`), "A: what it missed");
+  // A's order list may show version 4 first (its own resubscription starts with snapshots).
+  await waitFor(a.locator('[data-testid="last-change"]', { hasText: 'version 4' }), 'A: the resumed subscription');
   assert.match(await a.getByTestId('last-change').textContent(), /ITEM_CHANGED → version 4/, 'the missed change, not a snapshot');
   const resumed = linkOfA.sent
     .slice(sentBefore)
@@ -193,7 +228,7 @@ test('device A loses its connection while B changes the order, then resumes afte
 
 test('device A schedules a delivery window: device B shows the order scheduled', { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
-  await a.getByTestId('schedule').click(); // the form starts at tomorrow 10:00–12:00
+  await click(a.getByTestId('schedule'), 'A: Schedule'); // the form starts at tomorrow 10:00–12:00
   await waitFor(a.locator('[data-testid="cart"][data-status="SCHEDULED"]'), 'A: scheduled');
   await waitFor(b.locator('[data-testid="cart"][data-status="SCHEDULED"][data-version="5"]'), 'B: scheduled, live');
   assert.match(await b.getByTestId('delivery-window').textContent(), /^Delivery /);
@@ -202,8 +237,9 @@ test('device A schedules a delivery window: device B shows the order scheduled',
 
 test('device B cancels: device A shows the cancelled order, and its "Add" shows ORDER_CANCELLED', { timeout: 60000 }, async () => {
   const { a, b } = { a: devices.a.page, b: devices.b.page };
+  await waitFor(b.getByLabel('Reason (optional)'), 'B: the cancel form');
   await b.getByLabel('Reason (optional)').fill('changed my mind on device B');
-  await b.getByTestId('cancel').click();
+  await click(b.getByTestId('cancel'), 'B: Cancel');
   await waitFor(b.locator('[data-testid="cart"][data-status="CANCELLED"]'), 'B: cancelled');
 
   await waitFor(a.locator('[data-testid="cart"][data-status="CANCELLED"]'), 'A: the cancel, live');
