@@ -270,6 +270,29 @@ test('a reload keeps the sign-in and the order (sessionStorage and #order=)', { 
   await waitFor(a.locator('[data-testid="connection"][data-state="live"]'), 'A: live again');
 });
 
+test('a bad token shows why and offers the sign-in form, where a pasted token signs in', { timeout: 60000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    await context.route('**/*', (route) =>
+      LOCAL_HOSTS.has(new URL(route.request().url()).hostname) ? route.continue() : route.abort('blockedbyclient'),
+    );
+    const page = await context.newPage();
+    await page.goto(`${baseUrl}/demo#token=not-a-token`, { waitUntil: 'load' });
+    await waitFor(page.locator('[data-testid="error"][data-code="UNAUTHENTICATED"]'), 'the refusal');
+    await waitFor(page.getByTestId('sign-in'), 'the sign-in form');
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused token is not kept');
+
+    await page.getByLabel('Token').fill(`Bearer ${token}`);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await waitFor(page.locator('[data-testid="who"]', { hasText: email }), 'signed in', 2 * LIVE_MS);
+    assert.ok(await page.getByTestId('sign-in').isHidden());
+    await page.getByTestId('sign-out').click();
+    await waitFor(page.getByTestId('sign-in'), 'signed out');
+  } finally {
+    await context.close();
+  }
+});
+
 test('the demo needed nothing from another host, logged no errors, and authenticated its WebSocket', () => {
   for (const device of Object.values(devices)) {
     assert.deepEqual(device.external, [], `${device.name}: requests to other hosts (blocked)`);
