@@ -285,6 +285,7 @@ test('a bad token shows why and offers the sign-in form, where a pasted token si
     await page.getByLabel('Token').fill(`Bearer ${token}`);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await waitFor(page.locator('[data-testid="who"]', { hasText: email }), 'signed in', 2 * LIVE_MS);
+    await waitFor(addButton(page, products[0].id), 'the catalogue, refused with the bad token');
     assert.ok(await page.getByTestId('sign-in').isHidden());
     await page.getByTestId('sign-out').click();
     await waitFor(page.getByTestId('sign-in'), 'signed out');

@@ -216,7 +216,8 @@ async function signIn(token) {
   live = connect(token);
   if (state.selectedId) watchOrder(state.selectedId);
   render();
-  await act(loadAccount);
+  // The catalogue needs no token, but a refused one fails it too: load it again if so.
+  await act(() => Promise.all([loadAccount(), state.products.length ? null : loadProducts()]));
   if (!state.me) signOut({ keepError: true });
 }
 
@@ -556,6 +557,6 @@ window.addEventListener('hashchange', () => {
 defaultWindow();
 const linkToken = takeFragment();
 render();
-act(loadProducts);
 const saved = linkToken ?? sessionStorage.getItem(TOKEN_KEY);
 if (saved) signIn(saved);
+else act(loadProducts);
