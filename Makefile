@@ -17,7 +17,7 @@ export ORDERCAST_STACK_PG_PORT ORDERCAST_STACK_KAFKA_PORT ORDERCAST_STACK_KAFKA_
 export ORDERCAST_STACK_KAFKA_CONTROLLER_PORT ORDERCAST_STACK_CONNECT_PORT
 export DATABASE_URL KAFKA_BROKERS
 
-.PHONY: help stack stack-down stack-status stack-reset run test chaos lint playground client-tests bench
+.PHONY: help stack stack-down stack-status stack-reset run test chaos lint playground demo client-tests bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ lint: ## rustfmt and clippy, as CI runs them
 
 playground: ## Rebuild the offline GraphiQL bundle in src/playground/assets/ (needs Node and npm)
 	cd web/graphiql && npm ci --no-audit --no-fund && node build.mjs
+
+demo: ## Rebuild the demo storefront (/demo) in src/demo/assets/ (needs Node and npm)
+	cd web/demo && npm ci --no-audit --no-fund && node build.mjs
 
 client-tests: stack ## Node clients (graphql-ws, urql, raw protocol, GraphiQL in Chromium) against a fresh ordercast
 	@scripts/client-tests.sh

@@ -20,6 +20,7 @@ cat <<INFO
 
   ordercast is starting on http://$listen
     GraphiQL        http://$listen/
+    demo storefront http://$listen/demo
     GraphQL (HTTP)  http://$listen/graphql
     health          http://$listen/healthz   http://$listen/readyz
 INFO
@@ -28,8 +29,9 @@ if [[ -z ${ORDERCAST_JWT_JWKS_URL:-}${ORDERCAST_JWT_PUBLIC_KEY_FILE:-} ]]; then
   token="$("$bin" token --customer alice@example.com --ttl 86400)"
   cat <<INFO
 
-  GraphiQL signed in as alice@example.com (a development token, valid 24 h):
+  GraphiQL and the demo storefront, signed in as alice@example.com (a development token, valid 24 h):
     http://$listen/#token=$token
+    http://$listen/demo#token=$token   (open it twice: a change on one appears on the other)
 
     export TOKEN=$token
     curl -s http://$listen/graphql -H "Authorization: Bearer \$TOKEN" \\

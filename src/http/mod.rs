@@ -1,6 +1,7 @@
 //! HTTP transport: GraphQL over POST and GET on `/graphql` (`graphql`), with
 //! subscriptions streamed over multipart HTTP or SSE (`stream`), WebSocket by
-//! upgrade on the same path (`upgrade`), GraphiQL on `/`, health and metrics.
+//! upgrade on the same path (`upgrade`), GraphiQL on `/`, the demo storefront on
+//! `/demo`, health and metrics.
 //! GraphQL requests pass `admission` first. Authentication happens here, once
 //! per request.
 
@@ -32,7 +33,7 @@ use crate::cdc::{CdcHealth, CdcStatus};
 use crate::domain::ErrorCode;
 use crate::graphql::{error_response_body, AppSchema, LiveExecutor, PersistedDocuments, RequestAuth};
 use crate::ws::WsSettings;
-use crate::{db, playground, telemetry};
+use crate::{db, demo, playground, telemetry};
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     let graphql = get(graphql::get).post(graphql::post).layer(admission);
     Router::new()
         .merge(playground::routes())
+        .merge(demo::routes())
         .route("/graphql", graphql)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
