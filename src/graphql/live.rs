@@ -83,7 +83,8 @@ pub enum Output {
 }
 
 impl Output {
-    fn of(response: Response) -> Self {
+    /// A response's message: `Error` when it failed without data.
+    pub fn of(response: Response) -> Self {
         if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
             Output::Error(to_json(&response.errors))
         } else {

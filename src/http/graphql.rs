@@ -13,11 +13,12 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 
 use super::stream::{self, StreamFormat};
 use super::{database_not_ready, request_auth, upgrade, AppState};
 use crate::domain::ErrorCode;
-use crate::graphql::{error_response_body, operation_type, ClientRequest, PersistedError};
+use crate::graphql::{error_response_body, operation_type, ClientRequest, Output, PersistedError};
 
 pub(super) async fn post(
     State(state): State<AppState>,
@@ -110,9 +111,17 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
         );
     }
     let auth = request_auth(&state.authenticator, headers).await;
+    let is_subscription =
+        operation_type(&request.query, request.operation_name.as_deref()) == Some(OperationType::Subscription);
     match MediaType::accepted(headers) {
         MediaType::Stream(format) => {
-            let outputs = state.live.execute_resolved(request, auth.clone());
+            let outputs = if is_subscription {
+                state.live.execute_resolved(request, auth.clone())
+            } else {
+                // Executed here, inside admission and its timeout, not later in the body.
+                let response = state.schema.execute(request.data(auth.clone())).await;
+                futures::stream::once(async move { Output::of(response) }).boxed()
+            };
             stream::respond(
                 format,
                 outputs,
@@ -121,13 +130,11 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
                 state.closing_streams.clone(),
             )
         }
-        _ if operation_type(&request.query, request.operation_name.as_deref()) == Some(OperationType::Subscription) => {
-            transport_error(
-                StatusCode::NOT_ACCEPTABLE,
-                "a subscription over HTTP streams its results: accept `text/event-stream` (SSE) or \
+        _ if is_subscription => transport_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "a subscription over HTTP streams its results: accept `text/event-stream` (SSE) or \
                  `multipart/mixed;subscriptionSpec=1.0` (Apollo's multipart protocol), or subscribe over the WebSocket",
-            )
-        }
+        ),
         media => media.respond(state.schema.execute(request.data(auth)).await),
     }
 }

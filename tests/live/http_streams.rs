@@ -244,3 +244,28 @@ async fn a_client_that_stops_reading_its_stream_is_dropped_after_the_write_timeo
         drained.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_or_mutation_over_a_stream_is_one_result_then_complete() {
+    let app = spawn_app().await;
+    let token = app.token(app.new_customer().await);
+    for format in FORMATS {
+        let mut created = HttpStream::open(&app, format, Some(&token), "mutation { createOrder { id } }", json!({}))
+            .await
+            .unwrap_or_else(|refused| panic!("{format:?}: {refused:?}"));
+        let order = created.next_data(WAIT).await["createOrder"]["id"].clone();
+        assert_eq!(created.next(WAIT).await, StreamEvent::Complete, "{format:?}");
+
+        let mut read = HttpStream::open(
+            &app,
+            format,
+            Some(&token),
+            "query($o: ID!) { order(id: $o) { id status } }",
+            json!({ "o": order }),
+        )
+        .await
+        .unwrap_or_else(|refused| panic!("{format:?}: {refused:?}"));
+        assert_eq!(read.next_data(WAIT).await["order"]["status"], "OPEN", "{format:?}");
+        assert_eq!(read.next(WAIT).await, StreamEvent::Complete, "{format:?}");
+    }
+}
