@@ -56,8 +56,11 @@ static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHa
 pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        // Millisecond steps up to 10 ms (the commit timestamp, Debezium's `source.ts_ms`, has
+        // millisecond resolution), then coarser: where a 5 ms goal is decided, a bucket is 1 ms.
         let latency_buckets = [
-            0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008, 0.009, 0.010, 0.0125, 0.015, 0.0175, 0.02, 0.025,
+            0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0,
         ];
         let mut builder = PrometheusBuilder::new();
         for name in [
