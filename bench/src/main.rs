@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::scenarios::{
-    connections, events, fanout, footprint, latency, parse_fanout_case, soak, warm_up, writes, FanoutCase,
+    connections, consume, events, fanout, footprint, latency, parse_fanout_case, soak, warm_up, writes, FanoutCase,
 };
 use crate::server::{mint_token, Server};
 
@@ -33,7 +33,8 @@ struct Args {
     #[arg(long, env = "ORDERCAST_BENCH_QUICK", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     quick: bool,
     /// Scenarios to run, in order (also: footprint, the CDC cost of one write; events, the
-    /// commit-to-event latency on ordercast.order-events at 200 writes/s; soak, hostile load).
+    /// commit-to-event latency on ordercast.order-events at 200 writes/s; soak, hostile load;
+    /// consume, the CDC records per second one instance consumes and discards).
     #[arg(long, value_delimiter = ',', default_value = "latency,writes,fanout,connections")]
     scenarios: Vec<String>,
     /// The ordercast binary to start.
@@ -78,6 +79,9 @@ struct Args {
     /// fanout: changes per run (each waits for every subscriber).
     #[arg(long, default_value_t = 5)]
     fanout_rounds: usize,
+    /// consume: CDC records produced for a fresh instance to consume and discard.
+    #[arg(long, default_value_t = 200_000)]
+    consume_records: usize,
     /// connections: idle authenticated subscriptions to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
@@ -189,6 +193,7 @@ async fn run(args: Args) -> Result<()> {
             "writes" => writes(&mut ctx, &s1).await?,
             "fanout" => fanout(&mut ctx, &s1, &s2).await?,
             "connections" => connections(&mut ctx, &s1).await?,
+            "consume" => consume(&mut ctx, &s1).await?,
             "footprint" => footprint(&mut ctx, &s1).await?,
             "events" => events(&mut ctx, &s1).await?,
             "soak" => soak(&mut ctx, &s1).await?,

@@ -33,6 +33,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(ctx: &Ctx, port: u16, name: &str) -> Result<Server> {
+        Self::start_with(ctx, port, name, &[]).await
+    }
+
+    /// `start`, with more environment for the instance.
+    pub(crate) async fn start_with(ctx: &Ctx, port: u16, name: &str, env: &[(&str, &str)]) -> Result<Server> {
         let log = std::fs::File::create(ctx.args.out_dir.join(format!("{name}.log")))?;
         let mut cmd = tokio::process::Command::new(&ctx.args.server_bin);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -45,6 +50,7 @@ impl Server {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        cmd.envs(env.iter().copied());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
@@ -78,6 +84,19 @@ impl Server {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// CPU time the instance has used so far (user + system).
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
     }
 
     pub(crate) fn rss_kib(&self) -> u64 {

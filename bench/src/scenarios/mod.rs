@@ -2,6 +2,7 @@
 //! them. Each scenario returns its JSON results and adds rows to `Ctx::rows`.
 
 mod connections;
+mod consume;
 mod events;
 mod fanout;
 mod footprint;
@@ -19,6 +20,7 @@ use crate::server::Server;
 use crate::Ctx;
 
 pub(crate) use connections::connections;
+pub(crate) use consume::consume;
 pub(crate) use events::events;
 pub(crate) use fanout::{fanout, parse_fanout_case, FanoutCase};
 pub(crate) use footprint::footprint;
