@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::scenarios::{
-    connections, consume, events, fanout, footprint, latency, parse_fanout_case, soak, warm_up, writes, FanoutCase,
+    connections, consume, events, fanout, footprint, latency, latency_spread, parse_fanout_case, soak, warm_up, writes,
+    FanoutCase,
 };
 use crate::server::{mint_token, Server};
 
@@ -79,6 +80,10 @@ struct Args {
     /// fanout: changes per run (each waits for every subscriber).
     #[arg(long, default_value_t = 5)]
     fanout_rounds: usize,
+    /// Runs of the whole scenario list; with more than one, each report is `SCENARIO-RUN.json` and
+    /// the latency scenario's spread over the runs is printed at the end.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
     /// consume: CDC records produced for a fresh instance to consume and discard.
     #[arg(long, default_value_t = 200_000)]
     consume_records: usize,
@@ -186,7 +191,8 @@ async fn run(args: Args) -> Result<()> {
     if !quick && args.warmup_secs > 0 {
         warm_up(&ctx, &s1, &s2, args.warmup_secs).await?;
     }
-    for scenario in &args.scenarios {
+    let mut latency_runs = Vec::new();
+    for (run, scenario) in (1..=args.repeat).flat_map(|run| args.scenarios.iter().map(move |s| (run, s))) {
         let started = Instant::now();
         let report = match scenario.as_str() {
             "latency" => latency(&mut ctx, &s1, &s2).await?,
@@ -199,13 +205,23 @@ async fn run(args: Args) -> Result<()> {
             "soak" => soak(&mut ctx, &s1).await?,
             other => bail!("unknown scenario {other}"),
         };
+        if scenario == "latency" {
+            latency_runs.push(report.clone());
+        }
         let report = json!({
-            "scenario": scenario, "quick": quick, "machine": machine(),
+            "scenario": scenario, "run": run, "quick": quick, "machine": machine(),
             "elapsed_s": started.elapsed().as_secs_f64(), "results": report,
         });
-        let path = args.out_dir.join(format!("{scenario}.json"));
+        let name = match args.repeat {
+            1 => format!("{scenario}.json"),
+            _ => format!("{scenario}-{run}.json"),
+        };
+        let path = args.out_dir.join(name);
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("[bench] wrote {}", path.display());
+    }
+    if latency_runs.len() > 1 {
+        ctx.rows.extend(latency_spread(&latency_runs));
     }
     s1.stop().await;
     s2.stop().await;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use metrics::{Counter, Histogram};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
@@ -17,8 +18,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use uuid::Uuid;
 
-use super::decode::{decode_version, Decoded};
+use super::decode::{decode_version, DecodeError, Decoded};
 use crate::config::{CdcTopics, KafkaConfig};
+use crate::domain::seconds_after_commit;
 use crate::live::Hub;
 use crate::telemetry::metric;
 
@@ -390,6 +392,7 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
     let mut lookup: Option<tokio::task::JoinHandle<(Result<bool, KafkaError>, Assignments)>> = None;
     let mut expects_heartbeats = false;
     let mut last_record = Instant::now();
+    let hot = HotMetrics::new(config);
     let mut metadata_tick = tokio::time::interval(Duration::from_secs(2));
     // A slow lookup (Kafka unreachable) is followed by one tick, not a burst of them.
     metadata_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -404,23 +407,19 @@ async fn consume(config: &CdcConfig, hub: &Hub, status: &Arc<CdcStatus>) -> Resu
                         hub.request_recovery();
                     }
                     let topic = message.topic();
-                    metrics::counter!(metric::CDC_EVENTS, "topic" => topic.to_owned()).increment(1);
                     if topic == config.gaps_topic {
+                        hot.gap_events.increment(1);
                         metrics::counter!(metric::CDC_GAPS).increment(1);
                         tracing::warn!(partition = message.partition(), offset = message.offset(), "the change stream announced a gap (changes committed but never captured); comparing subscribers with Postgres");
                         hub.request_recovery();
                     } else if topic == config.versions_topic {
-                        match decode_version(message.payload()) {
-                            Ok(Decoded::Version(version)) => {
-                                record_pipeline_latency(&version, message.timestamp().to_millis());
-                                hub.publish(version);
-                            }
-                            Ok(Decoded::Ignored) => {}
-                            Err(error) => {
-                                metrics::counter!(metric::CDC_DECODE_ERRORS, "topic" => topic.to_owned()).increment(1);
-                                tracing::warn!(topic, partition = message.partition(), offset = message.offset(), %error, "skipping a malformed change event");
-                            }
+                        hot.version_events.increment(1);
+                        if let Err(error) = route_version(hub, &hot, message.payload(), message.timestamp().to_millis()) {
+                            metrics::counter!(metric::CDC_DECODE_ERRORS, "topic" => topic.to_owned()).increment(1);
+                            tracing::warn!(topic, partition = message.partition(), offset = message.offset(), %error, "skipping a malformed change event");
                         }
+                    } else {
+                        metrics::counter!(metric::CDC_EVENTS, "topic" => topic.to_owned()).increment(1);
                     }
                 }
                 Err(error) if KafkaProblem::of(&error).is_some() => consumer.context().report(&error, ""),
@@ -591,14 +590,52 @@ impl Assignments {
     }
 }
 
+/// The metrics every record touches, registered once rather than looked up per record.
+struct HotMetrics {
+    version_events: Counter,
+    gap_events: Counter,
+    commit_to_kafka: Histogram,
+    commit_to_consume: Histogram,
+}
+
+impl HotMetrics {
+    fn new(config: &CdcConfig) -> Self {
+        HotMetrics {
+            version_events: metrics::counter!(metric::CDC_EVENTS, "topic" => config.versions_topic.clone()),
+            gap_events: metrics::counter!(metric::CDC_EVENTS, "topic" => config.gaps_topic.clone()),
+            commit_to_kafka: metrics::histogram!(metric::CDC_COMMIT_TO_KAFKA),
+            commit_to_consume: metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME),
+        }
+    }
+}
+
+/// Hands a version record to the hub if anyone here follows its order or customer. The
+/// order's state is decoded only then: every instance reads every partition, and most
+/// records are of orders nobody on this instance follows.
+fn route_version(
+    hub: &Hub,
+    hot: &HotMetrics,
+    payload: Option<&[u8]>,
+    kafka_timestamp_ms: Option<i64>,
+) -> Result<(), DecodeError> {
+    let Decoded::Version(record) = decode_version(payload)? else {
+        return Ok(());
+    };
+    record_pipeline_latency(hot, record.committed_at_ms, kafka_timestamp_ms);
+    if hub.follows(record.order_id, record.customer_id) {
+        hub.publish(record.into_version()?);
+    }
+    Ok(())
+}
+
 /// Splits commit-to-push latency into its stages: Debezium and Connect (commit to the Kafka
 /// record timestamp), then Kafka to this instance (the rest, up to decoding here).
-fn record_pipeline_latency(version: &crate::domain::OrderVersion, kafka_timestamp_ms: Option<i64>) {
-    if let Some(seconds) = kafka_timestamp_ms.and_then(|ms| version.seconds_after_commit(ms)) {
-        metrics::histogram!(metric::CDC_COMMIT_TO_KAFKA).record(seconds);
+fn record_pipeline_latency(hot: &HotMetrics, committed_at_ms: Option<i64>, kafka_timestamp_ms: Option<i64>) {
+    if let Some(seconds) = kafka_timestamp_ms.and_then(|ms| seconds_after_commit(committed_at_ms, ms)) {
+        hot.commit_to_kafka.record(seconds);
     }
-    if let Some(seconds) = version.seconds_after_commit(chrono::Utc::now().timestamp_millis()) {
-        metrics::histogram!(metric::CDC_COMMIT_TO_CONSUME).record(seconds);
+    if let Some(seconds) = seconds_after_commit(committed_at_ms, chrono::Utc::now().timestamp_millis()) {
+        hot.commit_to_consume.record(seconds);
     }
 }
 

@@ -1,11 +1,18 @@
 //! Decoding Debezium's JSON change events (converter without schemas) of the
-//! `order_versions` table. Unknown fields are ignored; anything malformed is a
-//! `DecodeError`, which the consumer counts and skips.
+//! `order_versions` table, in two steps: the routing fields first, the order's
+//! state only for a record somebody follows. Every instance reads every
+//! partition, so most records concern orders none of its subscribers follow,
+//! and parsing their whole state would be most of the instance's CDC cost.
+//! Unknown fields are ignored; anything malformed is a `DecodeError`, which
+//! the consumer counts and skips.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::domain::{parse_state, ChangeKind, OrderVersion};
+use crate::domain::{parse_state_text, ChangeKind, OrderVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -21,18 +28,53 @@ pub enum DecodeError {
 
 /// What one record of the topic means to us.
 #[derive(Debug)]
-pub enum Decoded {
+pub enum Decoded<'a> {
     /// A version was committed (`op` c), or read by a snapshot (`op` r).
-    Version(OrderVersion),
+    Version(VersionRecord<'a>),
     /// A deleted row's tombstone, or a change we do not act on (updates and
     /// deletes of immutable version rows only happen when history is pruned).
     Ignored,
 }
 
+/// A committed version as far as routing needs it; its state is still the
+/// record's text, borrowed.
+#[derive(Debug)]
+pub struct VersionRecord<'a> {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub version: i64,
+    pub change: ChangeKind,
+    /// Commit time in Postgres (Debezium `source.ts_ms`), when known.
+    pub committed_at_ms: Option<i64>,
+    state: &'a RawValue,
+}
+
+impl VersionRecord<'_> {
+    /// Decodes the order's state: the whole version, as subscribers get it.
+    pub fn into_version(self) -> Result<OrderVersion, DecodeError> {
+        // Debezium sends `jsonb` as a JSON string; accept a JSON object too.
+        let view = match serde_json::from_str::<Cow<'_, str>>(self.state.get()) {
+            Ok(text) => parse_state_text(&text),
+            Err(_) => parse_state_text(self.state.get()),
+        }
+        .map_err(DecodeError::State)?;
+        Ok(OrderVersion {
+            order_id: self.order_id,
+            customer_id: self.customer_id,
+            version: self.version,
+            change: self.change,
+            view: view.into(),
+            committed_at_ms: self.committed_at_ms,
+        })
+    }
+}
+
 #[derive(Deserialize)]
-struct Envelope {
-    op: String,
-    after: Option<VersionRow>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow)]
+    after: Option<VersionRow<'a>>,
     source: Source,
 }
 
@@ -42,17 +84,18 @@ struct Source {
 }
 
 #[derive(Deserialize)]
-struct VersionRow {
+struct VersionRow<'a> {
     order_id: Uuid,
     version: i64,
     customer_id: Uuid,
-    change: String,
-    /// Debezium sends `jsonb` as a JSON string; accept a JSON object too.
-    state: serde_json::Value,
+    #[serde(borrow)]
+    change: Cow<'a, str>,
+    #[serde(borrow)]
+    state: &'a RawValue,
 }
 
-/// Decodes one record value; `None` is a tombstone.
-pub fn decode_version(payload: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+/// Decodes one record value up to its routing fields; `None` is a tombstone.
+pub fn decode_version(payload: Option<&[u8]>) -> Result<Decoded<'_>, DecodeError> {
     let Some(payload) = payload else {
         return Ok(Decoded::Ignored);
     };
@@ -61,17 +104,13 @@ pub fn decode_version(payload: Option<&[u8]>) -> Result<Decoded, DecodeError> {
         return Ok(Decoded::Ignored);
     }
     let row = envelope.after.ok_or(DecodeError::MissingAfter)?;
-    let state = match row.state {
-        serde_json::Value::String(text) => serde_json::from_str(&text).map_err(DecodeError::State)?,
-        object => object,
-    };
-    Ok(Decoded::Version(OrderVersion {
+    Ok(Decoded::Version(VersionRecord {
         order_id: row.order_id,
         customer_id: row.customer_id,
         version: row.version,
         change: row.change.parse::<ChangeKind>().map_err(DecodeError::Change)?,
-        view: parse_state(&state).map_err(DecodeError::State)?.into(),
         committed_at_ms: envelope.source.ts_ms,
+        state: row.state,
     }))
 }
 
@@ -107,14 +146,38 @@ mod tests {
     #[test]
     fn creates_and_snapshot_reads_decode_to_versions() {
         for op in ["c", "r"] {
-            let Decoded::Version(version) = decode_version(Some(&event(op))).unwrap() else {
+            let Decoded::Version(record) = decode_version(Some(&event(op))).unwrap() else {
                 panic!("{op}")
             };
+            assert_eq!(record.order_id.to_string(), ORDER);
+            assert_eq!(record.customer_id.to_string(), CUSTOMER);
+            let version = record.into_version().unwrap();
             assert_eq!(version.version, 2);
             assert_eq!(version.change, ChangeKind::ItemRemoved);
             assert_eq!(version.view.order.id.to_string(), ORDER);
             assert_eq!(version.committed_at_ms, Some(1764091106560));
         }
+    }
+
+    #[test]
+    fn a_state_sent_as_an_object_decodes_too() {
+        let object = String::from_utf8(event("c"))
+            .unwrap()
+            .replace(&serde_json::to_string(&state()).unwrap(), &state());
+        let Decoded::Version(record) = decode_version(Some(object.as_bytes())).unwrap() else {
+            panic!("ignored")
+        };
+        assert_eq!(record.into_version().unwrap().view.order.version, 2);
+    }
+
+    #[test]
+    fn a_broken_state_is_found_only_when_the_version_is_decoded_whole() {
+        let broken = String::from_utf8(event("c")).unwrap().replace("open", "exploded");
+        let Decoded::Version(record) = decode_version(Some(broken.as_bytes())).unwrap() else {
+            panic!("ignored")
+        };
+        assert_eq!(record.version, 2);
+        assert!(matches!(record.into_version(), Err(DecodeError::State(_))));
     }
 
     #[test]

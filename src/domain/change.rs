@@ -86,9 +86,13 @@ impl OrderVersion {
     /// Seconds from the Postgres commit to `at_ms` (Unix milliseconds), when the commit time is
     /// known; never negative, as clocks of different hosts may disagree by a little.
     pub fn seconds_after_commit(&self, at_ms: i64) -> Option<f64> {
-        self.committed_at_ms
-            .map(|committed| (at_ms - committed).max(0) as f64 / 1000.0)
+        seconds_after_commit(self.committed_at_ms, at_ms)
     }
+}
+
+/// Seconds from a commit (when known) to `at_ms`, never negative (clocks of different hosts).
+pub fn seconds_after_commit(committed_at_ms: Option<i64>, at_ms: i64) -> Option<f64> {
+    committed_at_ms.map(|committed| (at_ms - committed).max(0) as f64 / 1000.0)
 }
 
 #[derive(Deserialize)]
@@ -105,20 +109,30 @@ struct ItemDocument {
     product: products::Model,
 }
 
+impl From<StateDocument> for OrderView {
+    fn from(document: StateDocument) -> Self {
+        OrderView {
+            order: document.order,
+            items: document
+                .items
+                .into_iter()
+                .map(|i| ItemView {
+                    item: i.item,
+                    product: i.product,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Decodes `order_versions.state` (built by the SQL function `order_state`).
 pub fn parse_state(state: &serde_json::Value) -> Result<OrderView, serde_json::Error> {
-    let document = StateDocument::deserialize(state)?;
-    Ok(OrderView {
-        order: document.order,
-        items: document
-            .items
-            .into_iter()
-            .map(|i| ItemView {
-                item: i.item,
-                product: i.product,
-            })
-            .collect(),
-    })
+    StateDocument::deserialize(state).map(OrderView::from)
+}
+
+/// [`parse_state`] straight from JSON text, without building a `serde_json::Value` first.
+pub fn parse_state_text(state: &str) -> Result<OrderView, serde_json::Error> {
+    serde_json::from_str::<StateDocument>(state).map(OrderView::from)
 }
 
 #[cfg(test)]

@@ -7,6 +7,6 @@ mod error;
 mod model;
 
 pub use budget::{Write, WriteBudgets};
-pub use change::{parse_state, ChangeKind, OrderVersion};
+pub use change::{parse_state, parse_state_text, seconds_after_commit, ChangeKind, OrderVersion};
 pub use error::{DomainError, ErrorCode, Retry};
 pub use model::{parse_id, CustomerId, DeliveryWindow, ItemView, OrderView};

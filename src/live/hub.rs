@@ -151,6 +151,14 @@ impl Hub {
         }
     }
 
+    /// Whether anyone follows the order or its customer. A subscriber that joins
+    /// right after a `false` misses nothing: it reads its starting state from
+    /// Postgres after joining, and the version asked about is committed already.
+    pub fn follows(&self, order_id: Uuid, customer_id: Uuid) -> bool {
+        let table = self.lock();
+        table.contains_key(&Route::Order(order_id)) || table.contains_key(&Route::Customer(customer_id))
+    }
+
     /// The followers of each route, taken from the table without holding it.
     fn followers_of<const N: usize>(&self, routes: [Route; N]) -> [Option<SharedFollowers>; N] {
         let table = self.lock();
@@ -318,6 +326,21 @@ mod tests {
         );
         hub.publish(version(order, customer, 3));
         assert!(matches!(again.recv().await, Some(Delivery::Version(v)) if v.version == 3));
+    }
+
+    #[test]
+    fn an_order_is_followed_while_a_subscriber_of_it_or_its_customer_is_there() {
+        let hub = Hub::new(4, 1);
+        let (order, customer) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(!hub.follows(order, customer));
+        let of_order = hub.watch_order(order);
+        assert!(hub.follows(order, Uuid::now_v7()));
+        drop(of_order);
+        assert!(!hub.follows(order, customer));
+        let of_customer = hub.watch_customer(customer);
+        assert!(hub.follows(Uuid::now_v7(), customer));
+        drop(of_customer);
+        assert!(!hub.follows(order, customer));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::client::{create_orders, gql, SET_QUANTITY};
+use crate::client::{create_orders, gql, open_many, SET_QUANTITY};
 use crate::server::Server;
 use crate::Ctx;
 
@@ -23,13 +23,30 @@ const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
 const PARTITIONS: i32 = 3;
 
 pub(crate) async fn consume(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
+    let template = real_record(ctx, s1).await?;
+    let (subscribers, orders) = if ctx.args.quick { (1_000, 100) } else { (10_000, 1_000) };
+    let mut results = Vec::new();
+    for (subscribers, orders) in [(0, 0), (subscribers, orders)] {
+        results.push(consume_case(ctx, s1, &template, subscribers, orders).await?);
+    }
+    Ok(json!(results))
+}
+
+/// One fresh instance with `subscribers` subscriptions spread over `orders` real orders (none of
+/// them in the records), consuming a fresh topic.
+async fn consume_case(
+    ctx: &mut Ctx,
+    s1: &Server,
+    template: &Template,
+    subscribers: usize,
+    orders: usize,
+) -> Result<Value> {
     let records = if ctx.args.quick {
         20_000
     } else {
         ctx.args.consume_records
     };
     let brokers = ctx.args.kafka_brokers.clone();
-    let template = real_record(ctx, s1).await?;
     let topic = format!("ordercast-bench.consume.{}", Uuid::now_v7().simple());
     create_topic(&brokers, &topic).await?;
 
@@ -40,12 +57,17 @@ pub(crate) async fn consume(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
         &[("ORDERCAST_CDC_TOPIC", &topic)],
     )
     .await?;
+    let followed = create_orders(ctx, s1, orders, true).await?;
+    let (sockets, _) = open_many(ctx, server.addr(), subscribers, &followed).await?;
+    if sockets.len() != subscribers {
+        bail!("only {} of {subscribers} subscriptions opened", sockets.len());
+    }
     // Let it assign the new topic's partitions (it starts at their end, which is 0 here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events_before = events_total(&server.metrics().await);
     let cpu_before = server.cpu_seconds();
 
-    eprintln!("[consume] producing {records} records to {topic}");
+    eprintln!("[consume] producing {records} records to {topic}; {subscribers} subscribers of {orders} other orders");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
@@ -85,6 +107,7 @@ pub(crate) async fn consume(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
     let consumed_s = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
     let rss = server.rss_kib();
+    drop(sockets);
     server.stop().await;
     delete_topic(&brokers, &topic).await;
 
@@ -94,10 +117,11 @@ pub(crate) async fn consume(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
         "[consume] {consumed} of {records} in {consumed_s:.1} s: {rate:.0}/s, {cpu_us:.1} us of instance CPU each"
     );
     ctx.rows.push(format!(
-        "| consume | {records} records of orders nobody follows, {PARTITIONS} partitions, one fresh instance | {rate:.0} records/s consumed and discarded (produced in {produced_s:.1} s, all consumed after {consumed_s:.1} s); {cpu_us:.1} µs instance CPU per record; RSS {rss} KiB |"
+        "| consume | {records} records of orders nobody follows, {PARTITIONS} partitions, one fresh instance with {subscribers} subscribers of {orders} other orders | {rate:.0} records/s consumed and discarded (produced in {produced_s:.1} s, all consumed after {consumed_s:.1} s); {cpu_us:.1} µs instance CPU per record; RSS {rss} KiB |"
     ));
     Ok(json!({
         "records": records, "consumed": consumed, "partitions": PARTITIONS,
+        "subscribers": subscribers, "followed_orders": orders,
         "produce_s": produced_s, "consume_s": consumed_s, "records_per_s": rate,
         "instance_cpu_s": cpu, "instance_cpu_us_per_record": cpu_us, "instance_rss_kib": rss,
         "record_bytes": template.payload.len(),

@@ -53,7 +53,8 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
                         json!({ "o": order, "p": ctx.products[0], "q": 2 + r }),
                     )
                 })
-                .buffer_unordered(64)
+                // The instance admits as many requests at once as it has database connections (16).
+                .buffer_unordered(16)
                 .map(|data| data.map(|d| d["setItemQuantity"]["version"].as_i64().unwrap_or_default()))
                 .collect::<Vec<_>>()
                 .await

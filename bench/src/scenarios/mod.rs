@@ -24,7 +24,7 @@ pub(crate) use consume::consume;
 pub(crate) use events::events;
 pub(crate) use fanout::{fanout, parse_fanout_case, FanoutCase};
 pub(crate) use footprint::footprint;
-pub(crate) use latency::latency;
+pub(crate) use latency::{latency, latency_spread};
 pub(crate) use soak::soak;
 pub(crate) use writes::writes;
 
