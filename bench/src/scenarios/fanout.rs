@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::client::{collect, create_orders, gql, open_many, SET_QUANTITY};
-use crate::server::Server;
+use crate::server::{process_cpu_seconds, Server};
 use crate::stats::{hist, server_breakdown, short, summary};
 use crate::Ctx;
 
@@ -39,6 +39,7 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
             .map(|(_, ws)| tokio::spawn(collect(ws, stop_rx.clone(), received.clone())))
             .collect();
         let metrics_before = s2.metrics().await;
+        let cpu_before = (s2.cpu_seconds(), process_cpu_seconds(std::process::id()));
         let mut sends = Vec::new();
         for r in 0..rounds {
             // Every order went through the same mutations, so round r gives each the same version.
@@ -73,6 +74,9 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let metrics_after = s2.metrics().await;
+        let deliveries = (opened * rounds).max(1) as f64;
+        let instance_us = (s2.cpu_seconds() - cpu_before.0) / deliveries * 1e6;
+        let bench_us = (process_cpu_seconds(std::process::id()) - cpu_before.1) / deliveries * 1e6;
         stop_tx.send(true)?;
         let mut per_round: Vec<Vec<Instant>> = vec![Vec::new(); rounds];
         for c in collectors {
@@ -113,9 +117,12 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
             .iter()
             .map(|r| r["messages_per_s_from_send"].as_f64().unwrap_or(0.0))
             .fold(0.0, f64::max);
-        eprintln!("[fanout] {n}: last subscriber after {lasts:?} ms; {}", short(&s));
+        eprintln!(
+            "[fanout] {n}: last subscriber after {lasts:?} ms; {}; CPU per delivery: instance {instance_us:.1} us, bench client {bench_us:.1} us",
+            short(&s)
+        );
         ctx.rows.push(format!(
-            "| fanout | {opened} subscribers ({} connection each), {order_count} order(s), {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; subscribed at {:.0}/s |",
+            "| fanout | {opened} subscribers ({} connection each), {order_count} order(s), {rounds} changes | last one: median {median_last:.1} ms (all rounds {lasts:?}); across subscribers {}; up to {rate:.0} msgs/s; CPU per delivery {instance_us:.1} µs instance, {bench_us:.1} µs bench client; subscribed at {:.0}/s |",
             ctx.args.transport.name(),
             short(&s),
             opened as f64 / connect_s
@@ -125,6 +132,7 @@ pub(crate) async fn fanout(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<Va
             "subscribe_per_s": opened as f64 / connect_s,
             "server_rss_kib_before": rss_before, "server_rss_kib_after": rss_after,
             "rounds": round_reports, "last_subscriber_ms": lasts, "across_all_rounds": s,
+            "instance_cpu_us_per_delivery": instance_us, "bench_cpu_us_per_delivery": bench_us,
             "server_stages": server_breakdown(&metrics_before, &metrics_after),
         }));
         // Let instance 2 drop the closed subscriptions before the next run.
