@@ -9,6 +9,7 @@
 mod client;
 mod scenarios;
 mod server;
+mod stack;
 mod stats;
 mod streams;
 
@@ -22,8 +23,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::scenarios::{
-    connections, consume, events, fanout, footprint, latency, latency_spread, parse_fanout_case, soak, warm_up, writes,
-    FanoutCase,
+    capture, connections, consume, events, fanout, footprint, latency, latency_spread, parse_fanout_case, soak,
+    warm_up, writes, FanoutCase,
 };
 use crate::server::{mint_token, Server};
 
@@ -35,7 +36,8 @@ struct Args {
     quick: bool,
     /// Scenarios to run, in order (also: footprint, the CDC cost of one write; events, the
     /// commit-to-event latency on ordercast.order-events at 200 writes/s; soak, hostile load;
-    /// consume, the CDC records per second one instance consumes and discards).
+    /// consume, the CDC records per second one instance consumes and discards; capture, the
+    /// order versions per second one Debezium connector carries).
     #[arg(long, value_delimiter = ',', default_value = "latency,writes,fanout,connections")]
     scenarios: Vec<String>,
     /// The ordercast binary to start.
@@ -54,9 +56,12 @@ struct Args {
         default_value = "postgres://ordercast:ordercast@127.0.0.1:55432/ordercast"
     )]
     database_url: String,
-    /// footprint: the Kafka cluster whose CDC topics are measured.
+    /// The Kafka cluster whose CDC topics are measured (footprint, capture, consume).
     #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
     kafka_brokers: String,
+    /// capture: Kafka Connect's REST API, to pause and resume the Debezium connector.
+    #[arg(long, env = "KAFKA_CONNECT_URL", default_value = "http://127.0.0.1:18083")]
+    connect_url: String,
     /// Seconds each timed run lasts (quick: 3).
     #[arg(long, default_value_t = 15)]
     duration_secs: u64,
@@ -84,6 +89,9 @@ struct Args {
     /// the latency scenario's spread over the runs is printed at the end.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
+    /// capture: order versions committed while the Debezium connector is paused.
+    #[arg(long, default_value_t = 50_000)]
+    capture_versions: usize,
     /// consume: CDC records produced for a fresh instance to consume and discard.
     #[arg(long, default_value_t = 200_000)]
     consume_records: usize,
@@ -200,6 +208,7 @@ async fn run(args: Args) -> Result<()> {
             "fanout" => fanout(&mut ctx, &s1, &s2).await?,
             "connections" => connections(&mut ctx, &s1).await?,
             "consume" => consume(&mut ctx, &s1).await?,
+            "capture" => capture(&mut ctx, &s1).await?,
             "footprint" => footprint(&mut ctx, &s1).await?,
             "events" => events(&mut ctx, &s1).await?,
             "soak" => soak(&mut ctx, &s1).await?,

@@ -88,7 +88,7 @@ impl Server {
 
     /// CPU time the instance has used so far (user + system).
     pub(crate) fn cpu_seconds(&self) -> f64 {
-        process_cpu_seconds(self.pid)
+        crate::stack::process_cpu_seconds(self.pid)
     }
 
     pub(crate) fn rss_kib(&self) -> u64 {
@@ -140,17 +140,4 @@ impl Server {
             let _ = self.child.kill().await;
         }
     }
-}
-
-/// CPU time process `pid` has used so far (user + system).
-pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }

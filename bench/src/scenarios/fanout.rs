@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::client::{collect, create_orders, gql, open_many, SET_QUANTITY};
-use crate::server::{process_cpu_seconds, Server};
+use crate::server::Server;
+use crate::stack::process_cpu_seconds;
 use crate::stats::{hist, server_breakdown, short, summary};
 use crate::Ctx;
 

@@ -1,6 +1,7 @@
 //! The scenarios (see BENCHMARKS.md), one module each, and the untimed warm-up that runs before
 //! them. Each scenario returns its JSON results and adds rows to `Ctx::rows`.
 
+mod capture;
 mod connections;
 mod consume;
 mod events;
@@ -19,6 +20,7 @@ use crate::client::{create_orders, gql, SET_QUANTITY};
 use crate::server::Server;
 use crate::Ctx;
 
+pub(crate) use capture::capture;
 pub(crate) use connections::connections;
 pub(crate) use consume::consume;
 pub(crate) use events::events;
