@@ -146,7 +146,8 @@ mod tests {
     #[test]
     fn creates_and_snapshot_reads_decode_to_versions() {
         for op in ["c", "r"] {
-            let Decoded::Version(record) = decode_version(Some(&event(op))).unwrap() else {
+            let payload = event(op);
+            let Decoded::Version(record) = decode_version(Some(&payload)).unwrap() else {
                 panic!("{op}")
             };
             assert_eq!(record.order_id.to_string(), ORDER);

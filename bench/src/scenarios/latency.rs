@@ -159,17 +159,24 @@ pub(crate) async fn latency(ctx: &mut Ctx, s1: &Server, s2: &Server) -> Result<V
     Ok(json!(results))
 }
 
+/// One run of one rate, as the spread reports it.
+struct RunSummary {
+    p50_ms: f64,
+    p99_ms: f64,
+    achieved: f64,
+}
+
 /// One row per rate: the A→B p50 and p99 of every run, sorted, with their spread.
 pub(crate) fn latency_spread(runs: &[Value]) -> Vec<String> {
-    let mut by_rate: Vec<(u64, Vec<(f64, f64, f64)>)> = Vec::new();
+    let mut by_rate: Vec<(u64, Vec<RunSummary>)> = Vec::new();
     for case in runs.iter().filter_map(Value::as_array).flatten() {
         let rate = case["target_rate"].as_u64().unwrap_or_default();
-        let p = |q: &str| case["a_to_b"][q].as_f64().unwrap_or(f64::NAN);
-        let run = (
-            p("p50_ms"),
-            p("p99_ms"),
-            case["achieved_rate"].as_f64().unwrap_or_default(),
-        );
+        let ms = |q: &str| case["a_to_b"][q].as_f64().unwrap_or(f64::NAN);
+        let run = RunSummary {
+            p50_ms: ms("p50_ms"),
+            p99_ms: ms("p99_ms"),
+            achieved: case["achieved_rate"].as_f64().unwrap_or_default(),
+        };
         match by_rate.iter_mut().find(|(r, _)| *r == rate) {
             Some((_, cases)) => cases.push(run),
             None => by_rate.push((rate, vec![run])),
@@ -178,14 +185,14 @@ pub(crate) fn latency_spread(runs: &[Value]) -> Vec<String> {
     by_rate
         .into_iter()
         .map(|(rate, cases)| {
-            let sorted = |pick: fn(&(f64, f64, f64)) -> f64| {
+            let sorted = |pick: fn(&RunSummary) -> f64| {
                 let mut values: Vec<f64> = cases.iter().map(pick).collect();
                 values.sort_by(f64::total_cmp);
                 values
             };
-            let (p50, p99) = (sorted(|c| c.0), sorted(|c| c.1));
+            let (p50, p99) = (sorted(|c| c.p50_ms), sorted(|c| c.p99_ms));
             let list = |values: &[f64]| values.iter().map(|v| format!("{v:.1}")).collect::<Vec<_>>().join(", ");
-            let min_achieved = sorted(|c| c.2)[0];
+            let min_achieved = sorted(|c| c.achieved)[0];
             format!(
                 "| latency spread | {rate}/s, {} runs (lowest achieved rate {min_achieved:.0}/s) | A→B p50 ms: median {:.1}, range {:.1}–{:.1} ({}); p99 ms: median {:.1}, range {:.1}–{:.1} ({}) |",
                 cases.len(),
