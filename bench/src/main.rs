@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::scenarios::{
     capture, connections, consume, events, fanout, footprint, latency, latency_spread, parse_fanout_case, soak,
-    warm_up, writes, FanoutCase,
+    warm_up, writes, writes_spread, FanoutCase,
 };
 use crate::server::{mint_token, Server};
 
@@ -86,7 +86,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     fanout_rounds: usize,
     /// Runs of the whole scenario list; with more than one, each report is `SCENARIO-RUN.json` and
-    /// the latency scenario's spread over the runs is printed at the end.
+    /// the spread of the latency and writes scenarios over the runs is printed at the end.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
     /// capture: order versions committed while the Debezium connector is paused.
@@ -199,7 +199,7 @@ async fn run(args: Args) -> Result<()> {
     if !quick && args.warmup_secs > 0 {
         warm_up(&ctx, &s1, &s2, args.warmup_secs).await?;
     }
-    let mut latency_runs = Vec::new();
+    let (mut latency_runs, mut writes_runs) = (Vec::new(), Vec::new());
     for (run, scenario) in (1..=args.repeat).flat_map(|run| args.scenarios.iter().map(move |s| (run, s))) {
         let started = Instant::now();
         let report = match scenario.as_str() {
@@ -214,8 +214,10 @@ async fn run(args: Args) -> Result<()> {
             "soak" => soak(&mut ctx, &s1).await?,
             other => bail!("unknown scenario {other}"),
         };
-        if scenario == "latency" {
-            latency_runs.push(report.clone());
+        match scenario.as_str() {
+            "latency" => latency_runs.push(report.clone()),
+            "writes" => writes_runs.push(report.clone()),
+            _ => {}
         }
         let report = json!({
             "scenario": scenario, "run": run, "quick": quick, "machine": machine(),
@@ -229,8 +231,9 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("[bench] wrote {}", path.display());
     }
-    if latency_runs.len() > 1 {
+    if args.repeat > 1 {
         ctx.rows.extend(latency_spread(&latency_runs));
+        ctx.rows.extend(writes_spread(&writes_runs));
     }
     s1.stop().await;
     s2.stop().await;

@@ -28,7 +28,7 @@ pub(crate) use fanout::{fanout, parse_fanout_case, FanoutCase};
 pub(crate) use footprint::footprint;
 pub(crate) use latency::{latency, latency_spread};
 pub(crate) use soak::soak;
-pub(crate) use writes::writes;
+pub(crate) use writes::{writes, writes_spread};
 
 /// Untimed setItemQuantity mutations at 200/s over 50 orders for `secs` seconds, then waits
 /// until instance 2 has consumed the backlog.

@@ -189,3 +189,30 @@ where
         latency: summary(&total),
     })
 }
+
+/// One row per concurrency: GraphQL's share of raw SQL's rate in every run, sorted.
+pub(crate) fn writes_spread(runs: &[Value]) -> Vec<String> {
+    let mut by_concurrency: Vec<(u64, Vec<f64>)> = Vec::new();
+    for case in runs.iter().filter_map(Value::as_array).flatten() {
+        let concurrency = case["concurrency"].as_u64().unwrap_or_default();
+        let ratio = case["ratio_graphql_over_raw"].as_f64().unwrap_or(f64::NAN);
+        match by_concurrency.iter_mut().find(|(c, _)| *c == concurrency) {
+            Some((_, ratios)) => ratios.push(ratio),
+            None => by_concurrency.push((concurrency, vec![ratio])),
+        }
+    }
+    by_concurrency
+        .into_iter()
+        .map(|(concurrency, mut ratios)| {
+            ratios.sort_by(f64::total_cmp);
+            let percent: Vec<String> = ratios.iter().map(|r| format!("{:.0}", r * 100.0)).collect();
+            format!(
+                "| writes spread | concurrency {concurrency}, {} runs | GraphQL / raw SQL: median {:.0} %, lowest {:.0} % ({} %) |",
+                ratios.len(),
+                ratios[ratios.len() / 2] * 100.0,
+                ratios[0] * 100.0,
+                percent.join(", "),
+            )
+        })
+        .collect()
+}
