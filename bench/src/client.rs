@@ -31,6 +31,10 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 pub(crate) const SET_QUANTITY: &str =
     "mutation($o: ID!, $p: ID!, $q: Int!) { setItemQuantity(orderId: $o, productId: $p, quantity: $q) { version } }";
 
+/// One more unit of a product in an order.
+pub(crate) const ADD_ITEM: &str =
+    "mutation($o: ID!, $p: ID!) { addItem(orderId: $o, productId: $p, quantity: 1) { version } }";
+
 pub(crate) async fn gql(
     ctx_http: &reqwest::Client,
     base: &str,

@@ -95,6 +95,9 @@ struct Args {
     /// consume: CDC records produced for a fresh instance to consume and discard.
     #[arg(long, default_value_t = 200_000)]
     consume_records: usize,
+    /// consume: products in the order whose record is copied (the record's size grows with it).
+    #[arg(long, default_value_t = 1)]
+    consume_items: usize,
     /// connections: idle authenticated subscriptions to open.
     #[arg(long, default_value_t = 10_000)]
     connections: usize,

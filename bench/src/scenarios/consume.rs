@@ -15,7 +15,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::client::{create_orders, gql, open_many, SET_QUANTITY};
+use crate::client::{create_orders, gql, open_many, ADD_ITEM, SET_QUANTITY};
 use crate::server::Server;
 use crate::Ctx;
 
@@ -148,6 +148,22 @@ async fn real_record(ctx: &Ctx, s1: &Server) -> Result<Template> {
     consumer.assign(&assignment)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let order = create_orders(ctx, s1, 1, true).await?[0];
+    // A basket of `--consume-items` products: the record's size grows with the order's state.
+    for product in ctx
+        .products
+        .iter()
+        .skip(1)
+        .take(ctx.args.consume_items.saturating_sub(1))
+    {
+        gql(
+            &ctx.http,
+            &s1.base,
+            &ctx.token,
+            ADD_ITEM,
+            json!({ "o": order, "p": product }),
+        )
+        .await?;
+    }
     let vars = json!({ "o": order, "p": ctx.products[0], "q": 3 });
     gql(&ctx.http, &s1.base, &ctx.token, SET_QUANTITY, vars).await?;
     let order_id = order.to_string();

@@ -10,12 +10,11 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::client::{create_orders, gql};
+use crate::client::{create_orders, gql, ADD_ITEM};
 use crate::server::Server;
 use crate::stack::{clock_ticks_per_second, cpu_by_process, Ends, Kafka, Service, HEARTBEATS};
 use crate::Ctx;
 
-const ADD_ITEM: &str = "mutation($o: ID!, $p: ID!) { addItem(orderId: $o, productId: $p, quantity: 1) { version } }";
 /// Orders written at once; each order's items are added one after another.
 const PARALLEL_ORDERS: usize = 8;
 
