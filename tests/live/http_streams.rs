@@ -212,6 +212,10 @@ async fn a_client_that_stops_reading_its_stream_is_dropped_after_the_write_timeo
         body.len()
     );
     tcp.write_all(request.as_bytes()).await.unwrap();
+    // A device that reads: the hub hands each version to both subscribers at once, so when
+    // this one has the last version, the silent one's stream has all of them too.
+    let mut reader = subscribe(&app, StreamFormat::EventStream, &token, &order, None).await;
+    assert_eq!(next_update(&mut reader).await.version, 1);
 
     // Each update carries 100 copies of the order (~20 KB): 200 of them overflow the
     // kernel's send buffer (up to 4 MiB) and hyper's, so a write waits on the client.
@@ -219,6 +223,9 @@ async fn a_client_that_stops_reading_its_stream_is_dropped_after_the_write_timeo
     for quantity in 2..=200 {
         set_quantity(&app, &token, &order, &product, quantity).await;
     }
+    // However long CDC takes on a busy machine, wait for the last version, then for longer
+    // than the write timeout.
+    while next_update(&mut reader).await.version < 201 {}
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Dropped: reading now drains what the buffers held, then the end. Kept: it never ends.

@@ -12,7 +12,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::config::{Config, ReplayFrom};
 use crate::points::{Applied, OrderEvent, PointsStore, SCHEMA_VERSION};
 
 /// Logs each assignment, so operators (and tests) see how replicas split the partitions.
@@ -61,8 +61,8 @@ fn client_config(config: &Config) -> ClientConfig {
 pub async fn run(config: &Config, store: PointsStore) -> anyhow::Result<()> {
     let consumer: StreamConsumer<GroupLog> = client_config(config).create_with_context(GroupLog)?;
     wait_for_topic(&consumer, &config.topic).await?;
-    if config.from_beginning {
-        rewind(&consumer, &config.topic).await?;
+    if let Some(from) = config.replay_from() {
+        rewind(&consumer, &config.topic, from).await?;
     }
     consumer.subscribe(&[&config.topic])?;
     tracing::info!(topic = %config.topic, group = %config.group, "consuming order events");
@@ -152,15 +152,34 @@ async fn apply_until_done(store: &PointsStore, event: &OrderEvent) {
     }
 }
 
-/// Moves the group's committed offsets to the start of every partition, for a
-/// replay. Kafka accepts it only once the group has no member: a replica that
-/// crashed stays a member until its session times out, so this waits for that.
-async fn rewind(consumer: &StreamConsumer<GroupLog>, topic: &str) -> anyhow::Result<()> {
+/// Moves the group's committed offsets back, for a replay: to the start of every
+/// partition, or to each partition's first event at or after a time (its end if
+/// there is none). Kafka accepts it only once the group has no member: a replica
+/// that crashed stays a member until its session times out, so this waits for that.
+async fn rewind(consumer: &StreamConsumer<GroupLog>, topic: &str, from: ReplayFrom) -> anyhow::Result<()> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| p.id())
+        .collect();
     let mut offsets = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, _) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
-        offsets.add_partition_offset(topic, partition.id(), Offset::Offset(low))?;
+    for &partition in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        let start = match from {
+            ReplayFrom::Beginning => low,
+            ReplayFrom::Time(since) => {
+                let mut query = TopicPartitionList::new();
+                query.add_partition_offset(topic, partition, Offset::Offset(since.timestamp_millis()))?;
+                let found = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+                match found.find_partition(topic, partition).map(|p| p.offset()) {
+                    Some(Offset::Offset(at)) => at,
+                    _ => high,
+                }
+            }
+        };
+        offsets.add_partition_offset(topic, partition, Offset::Offset(start))?;
     }
     let mut waited = Duration::ZERO;
     loop {
@@ -174,9 +193,6 @@ async fn rewind(consumer: &StreamConsumer<GroupLog>, topic: &str) -> anyhow::Res
             Err(error) => anyhow::bail!("cannot rewind the group: {error}; stop every replica first"),
         }
     }
-    tracing::info!(
-        partitions = offsets.count(),
-        "rewound the group to the beginning of the topic"
-    );
+    tracing::info!(partitions = offsets.count(), ?from, "rewound the group");
     Ok(())
 }
