@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use uuid::Uuid;
 
@@ -147,11 +147,7 @@ pub(crate) fn cpu_by_process() -> HashMap<u32, (Service, u64)> {
         } else {
             continue;
         };
-        // Fields after the command: state is field 3, utime 14 and stime 15 (1-based).
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-        cpu.insert(pid, (service, ticks));
+        cpu.insert(pid, (service, cpu_ticks(rest)));
     }
     cpu
 }
@@ -166,14 +162,55 @@ pub(crate) fn clock_ticks_per_second() -> f64 {
     }
 }
 
+/// CPU seconds `service` spent between two `cpu_by_process` samples.
+pub(crate) fn cpu_seconds_between(
+    before: &HashMap<u32, (Service, u64)>,
+    after: &HashMap<u32, (Service, u64)>,
+    service: Service,
+) -> f64 {
+    let ticks: u64 = after
+        .iter()
+        .filter(|(_, (owner, _))| *owner == service)
+        .map(|(pid, (_, ticks))| ticks - before.get(pid).map_or(0, |(_, earlier)| *earlier))
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
 /// CPU time process `pid` has used so far (user + system), in seconds.
 pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks: f64 = [11, 12]
+    // The command name is in parentheses and may contain spaces.
+    cpu_ticks(stat.rsplit(')').next().unwrap_or_default()) as f64 / clock_ticks_per_second()
+}
+
+/// User + system ticks from the fields of `/proc/<pid>/stat` after the command name (state is
+/// field 3, utime 14 and stime 15, 1-based).
+fn cpu_ticks(after_command: &str) -> u64 {
+    let fields: Vec<&str> = after_command.split_whitespace().collect();
+    [11, 12]
         .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-        .sum();
-    ticks / clock_ticks_per_second()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A consumer assigned to every partition of `topic` at its current end: it reads only what is
+/// published from now on.
+pub(crate) fn consumer_at_end(brokers: &str, topic: &str) -> Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("ordercast-bench-{}", Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        assignment.add_partition_offset(topic, partition.id(), Offset::End)?;
+    }
+    anyhow::ensure!(
+        assignment.count() > 0,
+        "{topic} has no partitions: is the connector running?"
+    );
+    consumer.assign(&assignment)?;
+    Ok(consumer)
 }

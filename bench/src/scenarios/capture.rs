@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::client::create_orders;
 use crate::server::Server;
-use crate::stack::{clock_ticks_per_second, cpu_by_process, Kafka, Service};
+use crate::stack::{cpu_by_process, cpu_seconds_between, Kafka, Service};
 use crate::Ctx;
 
 const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
@@ -130,14 +130,7 @@ async fn backlog_and_catch_up(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cpu_after = cpu_by_process();
-    let spent = |service: Service| {
-        let ticks: u64 = cpu_after
-            .iter()
-            .filter(|(_, (owner, _))| *owner == service)
-            .map(|(pid, (_, after))| after - cpu_before.get(pid).map_or(0, |(_, before)| *before))
-            .sum();
-        ticks as f64 / clock_ticks_per_second()
-    };
+    let spent = |service| cpu_seconds_between(&cpu_before, &cpu_after, service);
     let cpu = CpuSpent {
         connect: spent(Service::Connect),
         kafka: spent(Service::Kafka),

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::client::{create_orders, gql, open_many, ADD_ITEM, SET_QUANTITY};
 use crate::server::Server;
+use crate::stack::consumer_at_end;
 use crate::Ctx;
 
 const VERSIONS_TOPIC: &str = "ordercast.public.order_versions";
@@ -135,17 +135,7 @@ struct Template {
 }
 
 async fn real_record(ctx: &Ctx, s1: &Server) -> Result<Template> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &ctx.args.kafka_brokers)
-        .set("group.id", format!("ordercast-bench-consume-{}", Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(VERSIONS_TOPIC), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        assignment.add_partition_offset(VERSIONS_TOPIC, partition.id(), Offset::End)?;
-    }
-    consumer.assign(&assignment)?;
+    let consumer = consumer_at_end(&ctx.args.kafka_brokers, VERSIONS_TOPIC)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let order = create_orders(ctx, s1, 1, true).await?[0];
     // A basket of `--consume-items` products: the record's size grows with the order's state.

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::client::{create_orders, gql, SET_QUANTITY};
 use crate::server::Server;
+use crate::stack::consumer_at_end;
 use crate::stats::{hist, short, summary};
 use crate::Ctx;
 
@@ -27,7 +27,7 @@ pub(crate) async fn events(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
     let secs = if ctx.args.quick { 3 } else { ctx.args.duration_secs };
     let orders = create_orders(ctx, s1, 50, true).await?;
     let ours: HashSet<String> = orders.iter().map(Uuid::to_string).collect();
-    let consumer = at_end(&ctx.args.kafka_brokers)?;
+    let consumer = consumer_at_end(&ctx.args.kafka_brokers, TOPIC)?;
 
     let period = Duration::from_secs_f64(1.0 / RATE as f64);
     let total = (RATE * secs) as usize;
@@ -94,25 +94,4 @@ pub(crate) async fn events(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
         short(&summary)
     ));
     Ok(json!({ "rate": RATE, "seconds": secs, "written": written, "events": seen, "commit_to_event": summary }))
-}
-
-/// A consumer assigned to every partition of the topic at its current end.
-fn at_end(brokers: &str) -> Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("ordercast-bench-events-{}", Uuid::now_v7()))
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        assignment.add_partition_offset(TOPIC, partition.id(), Offset::End)?;
-    }
-    anyhow::ensure!(
-        assignment.count() > 0,
-        "{TOPIC} has no partitions: is the connector running?"
-    );
-    consumer.assign(&assignment)?;
-    Ok(consumer)
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::client::{create_orders, gql, ADD_ITEM};
 use crate::server::Server;
-use crate::stack::{clock_ticks_per_second, cpu_by_process, Ends, Kafka, Service, HEARTBEATS};
+use crate::stack::{cpu_by_process, cpu_seconds_between, Ends, Kafka, Service, HEARTBEATS};
 use crate::Ctx;
 
 /// Orders written at once; each order's items are added one after another.
@@ -91,14 +91,7 @@ pub(crate) async fn footprint(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
         }
     }
     let heartbeats = count_between(HEARTBEATS, &ends_before, &ends_after);
-    let cpu = |service: Service| {
-        let ticks = cpu_after
-            .iter()
-            .filter(|(_, (owner, _))| *owner == service)
-            .map(|(pid, (_, after))| after - cpu_before.get(pid).map_or(0, |(_, before)| *before))
-            .sum::<u64>();
-        ticks as f64 * 1_000.0 / clock_ticks_per_second() / ok * 1_000.0
-    };
+    let cpu = |service: Service| cpu_seconds_between(&cpu_before, &cpu_after, service) * 1_000.0 / ok * 1_000.0;
     let result = json!({
         "writes": writes, "failed": failures,
         "writes_per_s": ok / writing.as_secs_f64(),
