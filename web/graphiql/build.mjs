@@ -2,8 +2,9 @@
 // never needs npm). Run through `make playground` (npm ci + this script).
 //
 // The output is deterministic: same lockfile, same bytes. No timestamps, no
-// absolute paths, no source maps. VERSION is a hash of the bundle; index.html
-// references the assets with `?v=VERSION`, so they can be cached for good.
+// absolute paths, no source maps. VERSION is a hash of the bundle and the page;
+// index.html references the assets with `?v=VERSION`, so they can be cached for
+// good.
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
@@ -57,11 +58,15 @@ for (const [name, contents] of files) {
   if (remote) throw new Error(`${name} loads a remote resource: ${remote[0]}`);
 }
 
+// The page is part of the hash too: its ETag derives from VERSION, so a change
+// to the markup alone must change VERSION, or browsers would keep the old page.
+const template = await readFile(join(here, 'index.html'), 'utf8');
 const hash = createHash('sha256');
 for (const name of expected) hash.update(name).update('\0').update(files.get(name)).update('\0');
+hash.update('index.html').update('\0').update(template);
 const version = hash.digest('hex').slice(0, 16);
 
-const html = (await readFile(join(here, 'index.html'), 'utf8')).replaceAll('__VERSION__', version);
+const html = template.replaceAll('__VERSION__', version);
 
 await mkdir(out, { recursive: true });
 for (const [name, contents] of [...files, ...gzipped]) await writeFile(join(out, name), contents);
