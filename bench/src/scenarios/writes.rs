@@ -1,10 +1,11 @@
 //! Scenario 2: write throughput. Closed-loop `addItem` writers through GraphQL, compared with the
-//! same transaction as raw SQL straight to Postgres.
+//! same transaction as raw SQL straight to Postgres, the two alternating in one-second slices.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use uuid::Uuid;
@@ -16,19 +17,27 @@ use crate::Ctx;
 
 const ORDERS_PER_WRITER: usize = 4;
 
+/// How long each side writes before the other takes over.
+const SLICE: Duration = Duration::from_secs(1);
+
 pub(crate) async fn writes(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
     let secs = if ctx.args.quick { 3 } else { ctx.args.duration_secs };
     let mut results = Vec::new();
     for &c in &ctx.args.concurrency.clone() {
-        eprintln!("[writes] concurrency {c}: GraphQL");
-        let orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
+        eprintln!("[writes] concurrency {c}: GraphQL and raw SQL, alternating every {SLICE:?} for {secs} s each");
+        let gql_orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
+        let raw_orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
         s1.settle().await;
-        let gql_run = run_writers(c, secs, {
-            let (http, base, token, products) =
-                (ctx.http.clone(), s1.base.clone(), ctx.token.clone(), ctx.products.clone());
+        let through_graphql = {
+            let (http, base, token, products) = (
+                ctx.http.clone(),
+                s1.base.clone(),
+                ctx.token.clone(),
+                ctx.products.clone(),
+            );
             move |w: usize, i: usize| {
                 let (http, base, token) = (http.clone(), base.clone(), token.clone());
-                let order = orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
+                let order = gql_orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
                 let product = products[(i / ORDERS_PER_WRITER) % products.len()];
                 async move {
                     gql(
@@ -42,29 +51,33 @@ pub(crate) async fn writes(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
                     .map(|_| ())
                 }
             }
-        })
-        .await?;
-
-        eprintln!("[writes] concurrency {c}: raw SQL");
-        let orders = create_orders(ctx, s1, c * ORDERS_PER_WRITER, false).await?;
-        s1.settle().await;
+        };
         // One dedicated connection per writer, like pgbench's clients.
         let mut conns = Vec::with_capacity(c);
         for _ in 0..c {
             let conn = sqlx::PgConnection::connect(&ctx.args.database_url).await?;
             conns.push(Arc::new(tokio::sync::Mutex::new(conn)));
         }
-        let raw_run = run_writers(c, secs, {
+        let through_sql = {
             let (conns, products, customer) = (conns.clone(), ctx.products.clone(), ctx.customer_id);
             move |w: usize, i: usize| {
                 let conn = conns[w].clone();
-                let order = orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
+                let order = raw_orders[w * ORDERS_PER_WRITER + i % ORDERS_PER_WRITER];
                 let product = products[(i / ORDERS_PER_WRITER) % products.len()];
                 async move { raw_add_item(&mut *conn.lock().await, customer, order, product).await }
             }
-        })
-        .await?;
+        };
+        // Postgres's commit time drifts on a shared box (the disk, checkpoints, the other
+        // services): alternating short slices gives both sides the same conditions, where two
+        // back-to-back phases would compare two different machines.
+        let (mut gql_run, mut raw_run) = (Tally::default(), Tally::default());
+        let slices = (Duration::from_secs(secs).as_millis() / SLICE.as_millis()).max(1) as usize;
+        for slice in 0..slices {
+            gql_run.absorb(run_writers(c, slice, through_graphql.clone()).await?)?;
+            raw_run.absorb(run_writers(c, slice, through_sql.clone()).await?)?;
+        }
         drop(conns);
+        let (gql_run, raw_run) = (gql_run.finish(), raw_run.finish());
 
         let ratio = gql_run.rate / raw_run.rate;
         eprintln!(
@@ -80,7 +93,7 @@ pub(crate) async fn writes(ctx: &mut Ctx, s1: &Server) -> Result<Value> {
             ratio * 100.0
         ));
         results.push(json!({
-            "concurrency": c, "duration_s": secs,
+            "concurrency": c, "duration_s": secs, "slice_ms": SLICE.as_millis(),
             "graphql": gql_run.to_json(), "raw_sql": raw_run.to_json(), "ratio_graphql_over_raw": ratio,
         }));
     }
@@ -136,58 +149,90 @@ impl WriteRun {
     }
 }
 
-/// `c` closed-loop writers for `secs` seconds; writer w's i-th call is `op(w, i)`.
-async fn run_writers<F, Fut>(c: usize, secs: u64, op: F) -> Result<WriteRun>
+/// What one side's writers did, summed over its slices.
+struct Tally {
+    latency: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            latency: hist(),
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) -> Result<()> {
+        self.latency.add(&other.latency)?;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> WriteRun {
+        WriteRun {
+            rate: self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON),
+            ok: self.ok,
+            errors: self.errors,
+            first_error: self.first_error,
+            latency: summary(&self.latency),
+        }
+    }
+}
+
+/// `c` closed-loop writers for one `SLICE`; writer w's i-th call is `op(w, i)`, with i
+/// counted on from the previous slices so that the writes keep spreading over orders and products.
+async fn run_writers<F, Fut>(c: usize, slice: usize, op: F) -> Result<Tally>
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
+    const CALLS_PER_SLICE: usize = 1_000_000;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(secs);
+    let deadline = started + SLICE;
     let workers: Vec<_> = (0..c)
         .map(|w| {
             let op = op.clone();
             tokio::spawn(async move {
-                let mut h = hist();
-                let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
-                let mut i = 0;
+                let mut tally = Tally::default();
+                let mut i = slice * CALLS_PER_SLICE;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     match op(w, i).await {
                         Ok(()) => {
-                            ok += 1;
-                            let _ = h.record(t0.elapsed().as_micros().max(1) as u64);
+                            tally.ok += 1;
+                            let _ = tally.latency.record(t0.elapsed().as_micros().max(1) as u64);
                         }
                         Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(format!("{e:#}"));
+                            tally.errors += 1;
+                            tally.first_error.get_or_insert(format!("{e:#}"));
                         }
                     }
                     i += 1;
                 }
-                (h, ok, errors, first_error)
+                tally
             })
         })
         .collect();
-    let mut total = hist();
-    let (mut ok, mut errors, mut first_error) = (0, 0, None);
-    for w in workers {
-        let (h, o, e, f) = w.await?;
-        total.add(&h)?;
-        ok += o;
-        errors += e;
-        if first_error.is_none() {
-            first_error = f;
-        }
+    let mut total = Tally::default();
+    for worker in workers {
+        total.absorb(worker.await?)?;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    Ok(WriteRun {
-        rate: ok as f64 / elapsed,
-        ok,
-        errors,
-        first_error,
-        latency: summary(&total),
-    })
+    total.elapsed = started.elapsed();
+    Ok(total)
 }
 
 /// One row per concurrency: GraphQL's share of raw SQL's rate in every run, sorted.
