@@ -164,20 +164,26 @@ async fn rewind(consumer: &StreamConsumer<GroupLog>, topic: &str, from: ReplayFr
         .flat_map(|t| t.partitions())
         .map(|p| p.id())
         .collect();
+    // One lookup for every partition's first event at or after the time.
+    let found = match from {
+        ReplayFrom::Beginning => None,
+        ReplayFrom::Time(since) => {
+            let mut query = TopicPartitionList::new();
+            for &partition in &partitions {
+                query.add_partition_offset(topic, partition, Offset::Offset(since.timestamp_millis()))?;
+            }
+            Some(consumer.offsets_for_times(query, Duration::from_secs(10))?)
+        }
+    };
     let mut offsets = TopicPartitionList::new();
     for &partition in &partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        let start = match from {
-            ReplayFrom::Beginning => low,
-            ReplayFrom::Time(since) => {
-                let mut query = TopicPartitionList::new();
-                query.add_partition_offset(topic, partition, Offset::Offset(since.timestamp_millis()))?;
-                let found = consumer.offsets_for_times(query, Duration::from_secs(10))?;
-                match found.find_partition(topic, partition).map(|p| p.offset()) {
-                    Some(Offset::Offset(at)) => at,
-                    _ => high,
-                }
-            }
+        let start = match &found {
+            None => low,
+            Some(found) => match found.find_partition(topic, partition).map(|p| p.offset()) {
+                Some(Offset::Offset(at)) => at,
+                _ => high,
+            },
         };
         offsets.add_partition_offset(topic, partition, Offset::Offset(start))?;
     }

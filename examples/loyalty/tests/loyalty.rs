@@ -265,22 +265,39 @@ async fn ensure_topic() {
     let _ = admin.create_topics([&topic], &AdminOptions::new()).await;
 }
 
+/// A client of `group` that only reads offsets and commits them; it never joins the group.
+fn group_client(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap()
+}
+
+/// The end (high watermark) of every partition of the topic.
+fn topic_ends(consumer: &BaseConsumer) -> BTreeMap<i32, i64> {
+    let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10)).unwrap();
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|partition| {
+            let (_, high) = consumer
+                .fetch_watermarks(TOPIC, partition.id(), Duration::from_secs(10))
+                .unwrap();
+            (partition.id(), high)
+        })
+        .collect()
+}
+
 /// Commits a new group's offsets at the topic's current end, so the service reads only what
 /// is published from now on: a topic that earlier runs (or `make bench`) filled would otherwise
 /// be read from its oldest event first, and the test would wait for all of it.
 async fn start_at_the_end(group: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10)).unwrap();
+    let consumer = group_client(group);
     let mut ends = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, partition.id(), Duration::from_secs(10))
-            .unwrap();
-        ends.add_partition_offset(TOPIC, partition.id(), Offset::Offset(high))
+    for (partition, high) in topic_ends(&consumer) {
+        ends.add_partition_offset(TOPIC, partition, Offset::Offset(high))
             .unwrap();
     }
     consumer.commit(&ends, CommitMode::Sync).unwrap();
@@ -288,22 +305,13 @@ async fn start_at_the_end(group: &str) {
 
 /// Waits until `group` has committed offsets at the end of every partition of the topic.
 async fn wait_until_caught_up(group: &str, limit: Duration) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let consumer = group_client(group);
     let deadline = Instant::now() + limit;
     loop {
-        let metadata = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10)).unwrap();
+        let ends = topic_ends(&consumer);
         let mut wanted = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            wanted.add_partition(TOPIC, partition.id());
-            let (_, high) = consumer
-                .fetch_watermarks(TOPIC, partition.id(), Duration::from_secs(10))
-                .unwrap();
-            ends.insert(partition.id(), high);
+        for &partition in ends.keys() {
+            wanted.add_partition(TOPIC, partition);
         }
         let committed = consumer.committed_offsets(wanted, Duration::from_secs(10)).unwrap();
         let behind: Vec<_> = committed
